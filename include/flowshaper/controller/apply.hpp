@@ -1,0 +1,52 @@
+// Reconcile: read what the kernel has, plan, diff, send only the changes; roll back on failure.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "flowshaper/common/result.hpp"
+#include "flowshaper/kernel/link_port.hpp"
+#include "flowshaper/kernel/tc_port.hpp"
+#include "flowshaper/plan/planner.hpp"
+#include "flowshaper/policy/policy.hpp"
+
+namespace flowshaper::controller {
+
+struct ApplyOptions {
+    bool force = false;    // replace a root qdisc flowshaper did not create
+    bool dry_run = false;  // plan and diff, send nothing
+    std::vector<plan::HeavyClient> heavy;
+};
+
+struct DeviceOutcome {
+    std::string device;
+    std::vector<tc::Change> changes;  // sent (or, in a dry run, that would be sent)
+    bool created_root = false;
+};
+
+struct ApplyReport {
+    std::vector<DeviceOutcome> devices;
+    std::vector<std::string> notes;
+    size_t changes_sent = 0;
+};
+
+// Validates against the kernel first (devices exist, roots may be replaced, kinds exist), then
+// sends the changes device by device. On a kernel error every device touched by this call is
+// brought back to what it had (a root flowshaper created is removed again) and the error says
+// which change failed. Whatever a failed rollback leaves, the next apply converges.
+Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port, const ApplyOptions& options);
+
+// Plans without sending: the same checks as apply, for `plan` on a live system.
+Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, kernel::TcPort& port,
+                                                  const std::vector<plan::HeavyClient>& heavy,
+                                                  std::vector<std::string>* notes);
+
+struct FlushReport {
+    std::vector<std::string> devices;  // where flowshaper's root was removed
+};
+
+// Removes flowshaper's root qdisc (with everything below it) from the given devices, or from
+// every device when `devices` is empty. Nothing that is not flowshaper's is touched.
+Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const std::vector<std::string>& devices);
+
+}  // namespace flowshaper::controller

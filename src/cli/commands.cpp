@@ -1,0 +1,135 @@
+#include "commands.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <iostream>
+
+#include "flowshaper/controller/apply.hpp"
+#include "flowshaper/controller/show.hpp"
+#include "flowshaper/kernel/link_port.hpp"
+#include "flowshaper/kernel/netlink_tc_port.hpp"
+#include "flowshaper/plan/render.hpp"
+#include "flowshaper/policy/loader.hpp"
+
+namespace flowshaper::cli {
+
+namespace {
+
+// Loads a policy, printing its diagnostics on stderr; nullopt when it has errors.
+std::optional<policy::Policy> load(const std::string& file) {
+    auto result = policy::load_file(file);
+    for (const auto& d : result.diagnostics) std::cerr << d.format() << "\n";
+    return std::move(result.policy);
+}
+
+int fail(const Error& e) {
+    std::cerr << "flowshaper: error: " << e.text() << "\n";
+    if (e.code == EPERM || e.code == EACCES) std::cerr << "flowshaper: note: this needs CAP_NET_ADMIN\n";
+    return kExitFail;
+}
+
+Result<std::unique_ptr<kernel::NetlinkTcPort>> open_port() {
+    auto port = kernel::NetlinkTcPort::open();
+    if (!port) return port.error();
+    return std::move(*port);
+}
+
+std::vector<std::string> devices_of(const policy::Policy& p) {
+    std::vector<std::string> out;
+    for (const auto& i : p.interfaces) out.push_back(i.device);
+    return out;
+}
+
+}  // namespace
+
+int cmd_check(const std::vector<std::string>& files) {
+    int status = kExitOk;
+    for (const auto& f : files) {
+        if (!load(f)) status = kExitFail;
+    }
+    return status;
+}
+
+int cmd_plan(const std::string& file, const std::string& format) {
+    auto pol = load(file);
+    if (!pol) return kExitFail;
+    auto port = open_port();
+    if (!port) return fail(port.error());
+    std::vector<std::string> notes;
+    auto plans = controller::plan_policy(*pol, **port, {}, &notes);
+    if (!plans && plans.error().code == ENODEV) {
+        // Planning for another machine: no device to read, ids start fresh.
+        auto resolved = plan::resolve(pol->settings, (*port)->features());
+        if (!resolved) return fail(resolved.error());
+        notes = resolved->notes;
+        notes.push_back("a device of the policy is not here: planned from scratch");
+        plan::PlanInput in;
+        in.policy = &*pol;
+        in.resolved = *resolved;
+        plans = plan::make_plan(in);
+    }
+    if (!plans) return fail(plans.error());
+    for (const auto& n : notes) std::cerr << "flowshaper: note: " << n << "\n";
+    for (const auto& dp : *plans) std::cout << (format == "tc" ? plan::render_tc_batch(dp) : plan::render_text(dp));
+    return kExitOk;
+}
+
+int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
+    auto pol = load(file);
+    if (!pol) return kExitFail;
+    auto port = open_port();
+    if (!port) return fail(port.error());
+    controller::ApplyOptions opts;
+    opts.force = force;
+    opts.dry_run = dry_run;
+    auto report = controller::apply_policy(*pol, **port, opts);
+    if (!report) return fail(report.error());
+    for (const auto& n : report->notes) std::cerr << "flowshaper: note: " << n << "\n";
+    for (const auto& dev : report->devices) {
+        std::cout << dev.device << ": " << dev.changes.size() << (dry_run ? " changes to send" : " changes sent");
+        if (dev.changes.empty()) std::cout << " (already as the policy says)";
+        if (dev.created_root && !dev.changes.empty()) std::cout << " (created flowshaper's root qdisc)";
+        std::cout << "\n";
+        if (verbose || dry_run)
+            for (const auto& c : dev.changes) std::cout << "  " << c.describe() << "\n";
+    }
+    return kExitOk;
+}
+
+int cmd_flush(const std::string& file) {
+    std::vector<std::string> devices;
+    if (!file.empty()) {
+        auto pol = load(file);
+        if (!pol) return kExitFail;
+        devices = devices_of(*pol);
+    }
+    auto port = open_port();
+    if (!port) return fail(port.error());
+    kernel::NetlinkLinkPort links;
+    auto report = controller::flush(**port, links, devices);
+    if (!report) return fail(report.error());
+    if (report->devices.empty()) std::cout << "nothing of flowshaper's to remove\n";
+    for (const auto& d : report->devices) std::cout << d << ": removed flowshaper's qdisc, classes and filters\n";
+    return kExitOk;
+}
+
+int cmd_show(const std::string& file, bool json, uint64_t interval_ms) {
+    std::vector<std::string> devices;
+    if (!file.empty()) {
+        auto pol = load(file);
+        if (!pol) return kExitFail;
+        devices = devices_of(*pol);
+    }
+    auto port = open_port();
+    if (!port) return fail(port.error());
+    kernel::NetlinkLinkPort links;
+    auto views = controller::collect_status(**port, links, devices, interval_ms);
+    if (!views) return fail(views.error());
+    if (json)
+        std::cout << controller::status_json(*views).dump(2) << "\n";
+    else
+        std::cout << controller::render_status(*views);
+    return kExitOk;
+}
+
+}  // namespace flowshaper::cli

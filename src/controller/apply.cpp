@@ -1,0 +1,139 @@
+#include "flowshaper/controller/apply.hpp"
+
+#include <cerrno>
+#include <map>
+
+#include "flowshaper/plan/diff.hpp"
+
+namespace flowshaper::controller {
+
+namespace {
+
+struct Snapshot {
+    std::string device;
+    tc::ObservedDevice observed;
+    bool ours() const { return observed.root_info.owner == tc::RootInfo::Owner::Ours; }
+};
+
+Error refuse_foreign(const std::string& device, const tc::RootInfo& root) {
+    return make_error("apply", device, EEXIST,
+                      "the root qdisc is " + root.kind + " " + tc::format_handle(root.handle) +
+                          ", which flowshaper did not create; it is left as it is. Remove it "
+                          "(tc qdisc del dev " + device + " root) or run 'flowshaper apply --force' to replace it");
+}
+
+Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel::TcPort& port, bool force) {
+    std::vector<Snapshot> out;
+    for (const auto& iface : policy.interfaces) {
+        auto observed = port.read(iface.device);
+        if (!observed) {
+            auto e = observed.error();
+            if (e.code == ENODEV) e.detail = "no such device (policy " + policy.file + ")";
+            return e;
+        }
+        if (observed->root_info.owner == tc::RootInfo::Owner::Foreign && !force)
+            return refuse_foreign(iface.device, observed->root_info);
+        out.push_back({iface.device, std::move(*observed)});
+    }
+    return out;
+}
+
+Result<std::vector<plan::DevicePlan>> plan_from(const policy::Policy& policy, kernel::TcPort& port,
+                                                const std::vector<Snapshot>& snaps,
+                                                const std::vector<plan::HeavyClient>& heavy,
+                                                std::vector<std::string>* notes) {
+    auto resolved = plan::resolve(policy.settings, port.features());
+    if (!resolved) return resolved.error();
+    if (notes) *notes = resolved->notes;
+    plan::PlanInput in;
+    in.policy = &policy;
+    in.heavy = heavy;
+    in.resolved = *resolved;
+    for (const auto& s : snaps)
+        if (s.ours()) in.observed[s.device] = s.observed.state;
+    return plan::make_plan(in);
+}
+
+// Brings one device back to `before` as far as the kernel lets us.
+Status roll_back(kernel::TcPort& port, const Snapshot& before, bool created_root) {
+    if (created_root) return port.remove_root(before.device);
+    auto now = port.read(before.device);
+    if (!now) return now.error();
+    for (const auto& c : plan::diff(before.observed.state, now->state))
+        if (auto st = port.apply(before.device, c); !st) return st;
+    return {};
+}
+
+}  // namespace
+
+Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, kernel::TcPort& port,
+                                                  const std::vector<plan::HeavyClient>& heavy,
+                                                  std::vector<std::string>* notes) {
+    auto snaps = read_devices(policy, port, true);
+    if (!snaps) return snaps.error();
+    return plan_from(policy, port, *snaps, heavy, notes);
+}
+
+Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port, const ApplyOptions& options) {
+    auto snaps = read_devices(policy, port, options.force);
+    if (!snaps) return snaps.error();
+    ApplyReport report;
+    auto plans = plan_from(policy, port, *snaps, options.heavy, &report.notes);
+    if (!plans) return plans.error();
+
+    for (size_t i = 0; i < snaps->size(); ++i) {
+        const auto& snap = (*snaps)[i];
+        DeviceOutcome out;
+        out.device = snap.device;
+        out.created_root = !snap.ours();
+        const tc::DeviceState empty{};
+        out.changes = plan::diff((*plans)[i].desired, snap.ours() ? snap.observed.state : empty);
+        report.devices.push_back(std::move(out));
+    }
+    if (options.dry_run) return report;
+
+    for (size_t i = 0; i < report.devices.size(); ++i) {
+        auto& dev = report.devices[i];
+        for (const auto& change : dev.changes) {
+            auto st = port.apply(dev.device, change);
+            if (st) {
+                ++report.changes_sent;
+                continue;
+            }
+            // Undo this device and the ones before it, newest first.
+            std::string undo = "rolled back";
+            for (size_t j = i + 1; j-- > 0;) {
+                if (auto rb = roll_back(port, (*snaps)[j], report.devices[j].created_root); !rb)
+                    undo = "rollback of " + (*snaps)[j].device + " failed too (" + rb.error().text() +
+                           "); the next apply converges";
+            }
+            auto e = st.error();
+            e.detail += "; " + undo;
+            return e;
+        }
+    }
+    return report;
+}
+
+Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const std::vector<std::string>& devices) {
+    std::vector<std::string> names = devices;
+    if (names.empty()) {
+        auto all = links.devices();
+        if (!all) return all.error();
+        names = *all;
+    }
+    FlushReport report;
+    for (const auto& name : names) {
+        auto observed = port.read(name);
+        if (!observed) {
+            if (observed.error().code == ENODEV && devices.empty()) continue;  // went away meanwhile
+            return observed.error();
+        }
+        if (observed->root_info.owner != tc::RootInfo::Owner::Ours) continue;
+        if (auto st = port.remove_root(name); !st) return st.error();
+        report.devices.push_back(name);
+    }
+    return report;
+}
+
+}  // namespace flowshaper::controller

@@ -1,0 +1,290 @@
+#include "flowshaper/plan/planner.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "id_allocator.hpp"
+#include "u32_layout.hpp"
+
+namespace flowshaper::plan {
+
+namespace {
+
+constexpr uint32_t kMtuBytes = 1514;  // one full-size Ethernet frame, as HTB counts it
+
+uint64_t to_bytes(uint64_t bits_per_s) { return std::max<uint64_t>(1, bits_per_s / 8); }
+
+tc::HtbClass make_class(tc::Handle classid, tc::Handle parent, uint64_t rate_bits, uint64_t ceil_bits,
+                        uint32_t prio, std::string label) {
+    tc::HtbClass c;
+    c.classid = classid;
+    c.parent = parent;
+    c.rate_bytes_per_s = to_bytes(rate_bits);
+    c.ceil_bytes_per_s = to_bytes(std::max(ceil_bits, rate_bits));
+    c.burst_bytes = burst_for(c.rate_bytes_per_s);
+    c.cburst_bytes = burst_for(c.ceil_bytes_per_s);
+    c.quantum_bytes = quantum_for(c.rate_bytes_per_s);
+    c.prio = prio;
+    c.label = std::move(label);
+    return c;
+}
+
+// A class that gets client traffic, with the match nodes that send traffic there.
+struct ClientSlot {
+    std::string label;
+    tc::Handle parent = tc::kRootClass;
+    uint64_t rate_bits = 0;
+    uint64_t ceil_bits = 0;
+    std::vector<MatchIdentity> matches;
+    bool heavy = false;
+    uint32_t mark = 0;  // fw
+};
+
+class DevicePlanner {
+public:
+    DevicePlanner(const PlanInput& in, const policy::Interface& iface)
+        : in_(in), iface_(iface), ids_(observed_of(in, iface.device)) {}
+
+    Result<DevicePlan> run() {
+        plan_.desired.device = iface_.device;
+        plan_.link_rate_bits_per_s = iface_.rate_bits_per_s;
+        if (auto st = static_classes(); !st) return st.error();
+        collect_slots();
+        if (auto st = client_classes(); !st) return st.error();
+        for (auto& f : fixed_u32_nodes()) plan_.desired.u32.push_back(std::move(f));
+        return std::move(plan_);
+    }
+
+private:
+    static const tc::DeviceState& observed_of(const PlanInput& in, const std::string& device) {
+        static const tc::DeviceState kEmpty;
+        auto it = in.observed.find(device);
+        return it == in.observed.end() ? kEmpty : it->second;
+    }
+
+    tc::Handle class_handle(const std::optional<std::string>& name) const {
+        if (!name) return tc::kRootClass;
+        auto it = class_ids_.find(*name);
+        return it == class_ids_.end() ? tc::kRootClass : it->second;
+    }
+
+    Status static_classes();
+    void collect_slots();
+    Status client_classes();
+    void add_leaf(tc::Handle classid);
+
+    const PlanInput& in_;
+    const policy::Interface& iface_;
+    IdAllocator ids_;
+    DevicePlan plan_;
+    std::map<std::string, tc::Handle> class_ids_;
+    std::vector<ClientSlot> slots_;
+};
+
+void DevicePlanner::add_leaf(tc::Handle classid) {
+    if (in_.resolved.leaf_kind == "pfifo") return;  // the kernel's default leaf
+    tc::LeafQdisc q;
+    q.parent = classid;
+    q.handle = tc::make_handle(tc::minor_of(classid), 0);
+    q.kind = in_.resolved.leaf_kind;
+    plan_.desired.leaves.push_back(q);
+}
+
+Status DevicePlanner::static_classes() {
+    auto& st = plan_.desired;
+    st.root = tc::HtbQdisc{tc::kRootQdisc, tc::make_handle(tc::kMajor, kDefaultClassMinor), 10};
+    uint64_t link = iface_.rate_bits_per_s;
+    st.classes.push_back(make_class(tc::kRootClass, tc::kRootQdisc, link, link, 0, "root"));
+
+    std::vector<policy::Class> classes = iface_.classes;
+    std::string default_name = iface_.default_class;
+    if (classes.empty()) {
+        policy::Class implicit;
+        implicit.name = default_name.empty() ? "default" : default_name;
+        implicit.rate_bits_per_s = link;
+        implicit.ceil_bits_per_s = link;
+        classes.push_back(implicit);
+        default_name = implicit.name;
+    }
+    uint16_t next = 3;
+    for (const auto& c : classes) {
+        if (c.name == default_name) {
+            class_ids_[c.name] = tc::make_handle(tc::kMajor, kDefaultClassMinor);
+            continue;
+        }
+        if (next == tc::kMajor) ++next;  // leaf qdisc majors equal class minors: keep f5: ours
+        if (next >= kFirstClientMinor)
+            return make_error("plan", iface_.device, 0, "more than 252 classes in one [[interface]]");
+        class_ids_[c.name] = tc::make_handle(tc::kMajor, next++);
+    }
+    // Parents before children: the policy loader rejected cycles, so repeated passes finish.
+    std::vector<bool> done(classes.size(), false);
+    std::set<std::string> placed;
+    for (size_t round = 0; round <= classes.size(); ++round) {
+        for (size_t i = 0; i < classes.size(); ++i) {
+            const auto& c = classes[i];
+            if (done[i] || (c.parent && !placed.count(*c.parent))) continue;
+            auto cls = make_class(class_ids_[c.name], class_handle(c.parent), c.rate_bits_per_s,
+                                  c.ceil_bits_per_s, c.prio, "class " + c.name);
+            if (c.burst_bytes) cls.burst_bytes = cls.cburst_bytes = static_cast<uint32_t>(*c.burst_bytes);
+            st.classes.push_back(cls);
+            placed.insert(c.name);
+            done[i] = true;
+        }
+    }
+    // The default class must stay a leaf: HTB sends traffic for an inner default class
+    // straight to the device, unshaped.
+    std::set<std::string> parents;
+    for (const auto& c : classes)
+        if (c.parent) parents.insert(*c.parent);
+    for (const auto& cap : in_.policy->caps)
+        if (cap.device == iface_.device && cap.parent) parents.insert(*cap.parent);
+    for (const auto& d : in_.policy->detects)
+        if (d.device == iface_.device && d.parent) parents.insert(*d.parent);
+    if (parents.count(default_name))
+        return make_error("plan", iface_.device, 0,
+                          "the default class '" + default_name +
+                              "' is also a parent; unclassified traffic would bypass shaping. Make another "
+                              "class the default or the parent");
+    for (const auto& c : classes)
+        if (!parents.count(c.name)) add_leaf(class_ids_[c.name]);
+    return {};
+}
+
+void DevicePlanner::collect_slots() {
+    const auto& pol = *in_.policy;
+    for (const auto& cap : pol.caps) {
+        if (cap.device != iface_.device) continue;
+        if (cap.shared) {
+            ClientSlot s{"cap " + cap.name, class_handle(cap.parent), cap.rate_bits_per_s, cap.ceil_bits_per_s,
+                         {}, false, 0};
+            for (const auto& p : cap.clients) s.matches.push_back({p, -1});
+            slots_.push_back(std::move(s));
+            continue;
+        }
+        for (const auto& p : cap.clients)
+            slots_.push_back({"cap " + cap.name + " " + p.str(), class_handle(cap.parent), cap.rate_bits_per_s,
+                              cap.ceil_bits_per_s, {{p, -1}}, false, 0});
+    }
+    std::vector<HeavyClient> heavy = in_.heavy;
+    std::sort(heavy.begin(), heavy.end());
+    for (const auto& h : heavy) {
+        if (h.rule_index >= pol.detects.size()) continue;
+        const auto& rule = pol.detects[h.rule_index];
+        if (rule.device != iface_.device) continue;
+        net::Prefix host{h.client, static_cast<uint8_t>(h.client.bit_width())};
+        slots_.push_back({"heavy " + rule.name + " " + host.str(), class_handle(rule.parent),
+                          rule.limit.rate_bits_per_s, rule.limit.ceil_bits_per_s, {{host, rule.dscp}}, true,
+                          h.mark});
+    }
+}
+
+Status DevicePlanner::client_classes() {
+    bool fw = in_.resolved.classifier == ClassifierKind::Fw;
+    uint32_t mark_mask = in_.policy->settings.mark_mask;
+    std::vector<std::optional<tc::Handle>> ids(slots_.size());
+    for (size_t i = 0; i < slots_.size(); ++i) {
+        const auto& s = slots_[i];
+        if (fw && s.heavy)
+            ids[i] = ids_.reuse_class_for_mark(s.mark);
+        else
+            ids[i] = ids_.reuse_class(s.matches.front());
+    }
+    for (size_t i = 0; i < slots_.size(); ++i) {
+        auto& s = slots_[i];
+        if (!ids[i]) {
+            auto fresh = ids_.new_class();
+            if (!fresh) return fresh.error();
+            ids[i] = *fresh;
+        }
+        plan_.desired.classes.push_back(make_class(*ids[i], s.parent, s.rate_bits, s.ceil_bits, 0, s.label));
+        add_leaf(*ids[i]);
+        ++plan_.client_classes;
+        if (fw && s.heavy) {
+            plan_.desired.fw.push_back({kPrioFw, tc::kEthPAll, s.mark, mark_mask, *ids[i], s.label});
+            continue;
+        }
+        for (const auto& m : s.matches) {
+            auto place = place_for(m.prefix);
+            if (place.table == 0) ++plan_.wide_prefixes;
+            uint32_t first = s.heavy ? 1 : kFirstStaticNode;
+            uint32_t last = s.heavy ? kFirstStaticNode - 1 : 0xffe;
+            if (place.table == 0 && !s.heavy) first = 0x10;  // after the links in the root table
+            auto handle = ids_.node(m, place, first, last);
+            if (!handle) return handle.error();
+            tc::U32Filter f;
+            f.role = tc::U32Filter::Role::Match;
+            f.prio = place.prio;
+            f.protocol = place.protocol;
+            f.handle = *handle;
+            f.keys = keys_for(m);
+            f.classid = *ids[i];
+            f.label = s.label;
+            plan_.desired.u32.push_back(std::move(f));
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+uint32_t burst_for(uint64_t bytes_per_s) {
+    uint64_t b = bytes_per_s / 1000 + kMtuBytes;
+    return static_cast<uint32_t>(std::min<uint64_t>(b, 0x7fffffff));
+}
+
+uint32_t quantum_for(uint64_t bytes_per_s) {
+    return static_cast<uint32_t>(std::clamp<uint64_t>(bytes_per_s / 10, kMtuBytes, 200000));
+}
+
+Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatures& features) {
+    Resolved r;
+    switch (settings.classifier) {
+        case policy::Classifier::Fw:
+            if (!features.cls_fw)
+                return make_error("classifier", "fw", 0,
+                                  "the kernel has no cls_fw (CONFIG_NET_CLS_FW, checked via " + features.source +
+                                      "); use classifier = \"u32\" or \"auto\"");
+            r.classifier = ClassifierKind::Fw;
+            break;
+        case policy::Classifier::U32: r.classifier = ClassifierKind::U32; break;
+        case policy::Classifier::Auto:
+            r.classifier = features.cls_fw ? ClassifierKind::Fw : ClassifierKind::U32;
+            r.notes.push_back(std::string("classifier auto -> ") + (features.cls_fw ? "fw" : "u32") +
+                              (features.cls_fw ? "" : ": the kernel has no cls_fw") + " (" + features.source + ")");
+            break;
+    }
+    auto want = settings.leaf_qdisc;
+    auto pick = [&](policy::LeafQdisc kind) {
+        switch (kind) {
+            case policy::LeafQdisc::FqCodel: return features.fq_codel ? "fq_codel" : "";
+            case policy::LeafQdisc::Sfq: return features.sfq ? "sfq" : "";
+            default: return "pfifo";
+        }
+    };
+    if (want == policy::LeafQdisc::Auto) {
+        r.leaf_kind = features.fq_codel ? "fq_codel" : features.sfq ? "sfq" : "pfifo";
+        r.notes.push_back("leaf qdisc auto -> " + r.leaf_kind +
+                          (r.leaf_kind == "pfifo" ? " (the kernel has neither fq_codel nor sfq)" : ""));
+    } else {
+        std::string kind = pick(want);
+        if (kind.empty())
+            return make_error("leaf_qdisc", want == policy::LeafQdisc::Sfq ? "sfq" : "fq_codel", 0,
+                              "the kernel does not have it (checked via " + features.source +
+                                  "); use leaf_qdisc = \"auto\" or \"pfifo\"");
+        r.leaf_kind = kind;
+    }
+    return r;
+}
+
+Result<std::vector<DevicePlan>> make_plan(const PlanInput& input) {
+    std::vector<DevicePlan> plans;
+    for (const auto& iface : input.policy->interfaces) {
+        auto p = DevicePlanner(input, iface).run();
+        if (!p) return p.error();
+        plans.push_back(std::move(*p));
+    }
+    return plans;
+}
+
+}  // namespace flowshaper::plan
