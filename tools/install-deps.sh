@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what flowshaper needs to build, test and demo, from Debian's archive only.
+set -euo pipefail
+packages=(
+  # build
+  cmake g++ make pkg-config clang libclang-rt-14-dev
+  # libraries (see CMakeLists.txt for why each is there)
+  libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev catch2
+  # real-kernel tests, demo and benchmarks: namespaces, independent checks, traffic
+  iproute2 iptables conntrack iperf3 tcpdump tshark procps
+  # manual pages
+  groff-base man-db
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
