@@ -1,0 +1,127 @@
+#include "daemon_fixture.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace flowshaper::testing {
+
+TempPolicy::TempPolicy(const std::string& text) {
+    char tmpl[] = "/tmp/fs-daemon-XXXXXX";
+    int fd = mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    close(fd);
+    path_ = std::string(tmpl) + ".toml";
+    std::rename(tmpl, path_.c_str());
+    std::ofstream(path_) << text;
+}
+
+TempPolicy::~TempPolicy() { std::remove(path_.c_str()); }
+
+Daemon::Daemon(const Netns& ns, const std::string& policy_path) {
+    log_path_ = policy_path + ".log";
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+        FILE* log = std::fopen(log_path_.c_str(), "w");
+        if (log) {
+            dup2(fileno(log), STDERR_FILENO);
+            dup2(fileno(log), STDOUT_FILENO);
+        }
+        execlp("ip", "ip", "netns", "exec", ns.name().c_str(), FLOWSHAPER_BIN, "run", policy_path.c_str(),
+               static_cast<char*>(nullptr));
+        _exit(127);
+    }
+}
+
+Daemon::~Daemon() {
+    if (pid_ > 0) stop(SIGTERM);
+    std::remove(log_path_.c_str());
+}
+
+int Daemon::stop(int sig) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    for (int i = 0; i < 100; ++i) {  // 10 s
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+            pid_ = -1;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return 128 + SIGKILL;
+}
+
+std::string Daemon::log() const {
+    std::ifstream in(log_path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+bool Daemon::wait_for_log(const std::string& needle, int timeout_ms) const {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < end) {
+        if (log().find(needle) != std::string::npos) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
+nlohmann::json tc_json(const Netns& ns, const std::string& what) {
+    return nlohmann::json::parse(ns.exec_ok("tc -s -j " + what));
+}
+
+uint64_t class_bytes(const Netns& ns, const std::string& dev, const std::string& classid) {
+    for (const auto& c : tc_json(ns, "class show dev " + dev))
+        if (c.value("handle", "") == classid) return c["stats"]["bytes"].get<uint64_t>();
+    return 0;
+}
+
+std::string flowid_of(const Netns& ns, const std::string& dev, const std::string& needle) {
+    std::string text = ns.exec_ok("tc filter show dev " + dev);
+    auto pos = text.find(needle);
+    if (pos == std::string::npos) return {};
+    auto head = text.rfind("flowid ", pos);
+    if (head == std::string::npos) return {};
+    head += 7;
+    return text.substr(head, text.find_first_of(" \n", head) - head);
+}
+
+std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts) {
+    std::string out;
+    ns.exec("conntrack -L -o extended", &out);
+    std::vector<std::string> lines;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);) {
+        bool all = true;
+        for (const auto& p : parts) all = all && line.find(p) != std::string::npos;
+        if (all) lines.push_back(line);
+    }
+    return lines;
+}
+
+std::string mangle_save(const Netns& ns, bool v6) {
+    std::string out = ns.exec_ok(std::string(v6 ? "ip6tables-legacy-save" : "iptables-legacy-save") + " -t mangle");
+    // Drop comments and counters: they change with time, not with rules.
+    std::istringstream in(out);
+    std::string kept;
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        if (line[0] == ':') line = line.substr(0, line.find(' ', line.find(' ') + 1));
+        kept += line + "\n";
+    }
+    return kept;
+}
+
+}  // namespace flowshaper::testing

@@ -1,0 +1,193 @@
+// `flowshaper run` end to end: detection, marking, capping and release on real traffic, checked
+// with tools that are not flowshaper's: tcpdump/tshark, conntrack -L, tc -j, iptables-legacy-save.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <sstream>
+#include <chrono>
+#include <thread>
+
+#include "daemon_fixture.hpp"
+
+using namespace flowshaper::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kHeader =
+    "[settings]\npoll_interval = \"200ms\"\n\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n";
+
+std::string upload_rule(const std::string& threshold) {
+    return std::string(kHeader) +
+           "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = [5301]\n"
+           "flow_bytes = \"" + threshold + "\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
+}
+
+// This host (the server namespace) uploads to `to` on port 5301 for `seconds` (or `bytes`).
+void upload(const VethPair& net, const std::string& to, const std::string& amount, bool background) {
+    net.client.exec_ok("iperf3 -s -1 -D -B " + to + " -p 5301");
+    std::this_thread::sleep_for(300ms);
+    std::string cmd = "ip netns exec " + net.server.name() + " iperf3 -c " + to + " -p 5301 " + amount;
+    sh(background ? cmd + " >/dev/null 2>&1 &" : cmd + " >/dev/null 2>&1");
+}
+
+double l2_rate(const Netns& ns, const std::string& classid, std::chrono::seconds window) {
+    auto t0 = std::chrono::steady_clock::now();
+    uint64_t b0 = class_bytes(ns, "veth-s", classid);
+    std::this_thread::sleep_for(window);
+    uint64_t b1 = class_bytes(ns, "veth-s", classid);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return static_cast<double>(b1 - b0) * 8 / secs;
+}
+
+size_t count_lines(const std::string& text, const std::string& needle) {
+    size_t n = 0;
+    for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+void classic_case(const std::string& client, const std::string& light_client, const std::string& filter_needle) {
+    require_netns_privileges();
+    VethPair net("up");
+    net.add_client_address(light_client.find(':') == std::string::npos ? light_client + "/24" : light_client + "/64");
+    TempPolicy policy(upload_rule("20MB"));
+    Daemon daemon(net.server, policy.path());
+    REQUIRE(daemon.wait_for_log("ready", 10000));
+
+    std::string pcap = policy.path() + ".pcap";
+    sh("ip netns exec " + net.client.name() + " timeout 14 tcpdump -i veth-c -s 96 -w " + pcap +
+       " 'tcp port 5301' >/dev/null 2>&1 &");
+    std::this_thread::sleep_for(1s);
+    upload(net, light_client, "-n 2M", false);  // below the threshold: never marked
+    upload(net, client, "-t 10", true);
+    REQUIRE(daemon.wait_for_log("mark client=" + client, 8000));
+    std::this_thread::sleep_for(1s);
+
+    // The kernel's own view of the connections: the heavy one carries flowshaper's ctmark.
+    auto heavy = conntrack_lines(net.server, {client, "dport=5301", "mark=65536"});
+    CHECK(heavy.size() >= 1);
+    auto light = conntrack_lines(net.server, {light_client, "dport=5301"});
+    for (const auto& l : light) CHECK(l.find("mark=0 ") != std::string::npos);
+
+    // The heavy client's rate settles at the rule's limit (layer 2, from tc's counters).
+    auto classid = flowid_of(net.server, "veth-s", filter_needle);
+    REQUIRE_FALSE(classid.empty());
+    double rate = l2_rate(net.server, classid, 4s);
+    INFO("heavy client at layer 2: " << rate / 1e6 << " Mbit/s");
+    CHECK(rate == Approx(20e6).epsilon(0.05));
+    std::this_thread::sleep_for(5s);  // iperf3 and tcpdump end
+
+    // A capture on the receiving side: packets of the heavy connection carry CS1, the light one's none.
+    bool v6 = client.find(':') != std::string::npos;
+    std::string field = v6 ? "ipv6.tclass.dscp" : "ip.dsfield.dscp";
+    std::string dst = v6 ? "ipv6.dst" : "ip.dst";
+    std::string out;
+    sh("tshark -r " + pcap + " -Y '" + dst + " == " + client + " && tcp.dstport == 5301 && " + field +
+           " == 8' 2>/dev/null | wc -l",
+       &out);
+    CHECK(std::stoul(out) > 100);
+    sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + " && " + field + " != 0' 2>/dev/null | wc -l",
+       &out);
+    CHECK(std::stoul(out) == 0);
+    sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + "' 2>/dev/null | wc -l", &out);
+    CHECK(std::stoul(out) > 100);  // it was captured, unmarked
+    std::remove(pcap.c_str());
+}
+
+}  // namespace
+
+TEST_CASE("an IPv4 connection this host opens that passes flow_bytes leaves with the DSCP, its ctmark, capped") {
+    classic_case("10.200.0.2", "10.200.0.3", "00200000/00fc0000 at 0");
+}
+
+TEST_CASE("IPv6 flows are marked and capped like IPv4 ones") {
+    classic_case("fd00:200::2", "fd00:200::3", "02000000/0fc00000 at 0");
+}
+
+TEST_CASE("a client passing client_bytes over several connections is capped, another keeps full speed, "
+          "and the cap is lifted after release_after") {
+    require_netns_privileges();
+    VethPair net("srv");
+    net.add_client_address("10.200.0.3/24");
+    TempPolicy policy(std::string(kHeader) +
+                      "[[detect]]\nname = \"mailbox-sync\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\n"
+                      "local_ports = [5201]\nclient_bytes = \"30MB\"\nwindow = \"1m\"\n"
+                      "limit = { rate = \"10mbit\" }\nrelease_after = \"3s\"\n");
+    Daemon daemon(net.server, policy.path());
+    REQUIRE(daemon.wait_for_log("ready", 10000));
+    auto download = [&](const std::string& from, int port, const std::string& amount) {
+        net.server.exec_ok("iperf3 -s -1 -D -p " + std::to_string(port));
+        std::this_thread::sleep_for(300ms);
+        std::string out;
+        net.client.exec("iperf3 -c 10.200.0.1 -B " + from + " -p " + std::to_string(port) + " -R " + amount, &out);
+        return out;
+    };
+    for (int i = 0; i < 4 && daemon.log().find("mark client=10.200.0.2") == std::string::npos; ++i)
+        download("10.200.0.2", 5201, "-n 12M");  // each connection alone is small
+    REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 3000));
+    auto classes = tc_json(net.server, "class show dev veth-s");
+    CHECK(classes.size() == 3);  // root, default, the heavy client
+
+    // The other client, on a port the rule does not name, keeps full speed meanwhile.
+    std::string out = download("10.200.0.3", 5202, "-t 3");
+    CHECK(out.find("receiver") != std::string::npos);
+    CHECK(daemon.log().find("mark client=10.200.0.3") == std::string::npos);
+
+    // Quiet for release_after: the class is gone.
+    REQUIRE(daemon.wait_for_log("release client=10.200.0.2", 10000));
+    std::this_thread::sleep_for(300ms);
+    CHECK(tc_json(net.server, "class show dev veth-s").size() == 2);
+    CHECK(conntrack_lines(net.server, {"10.200.0.2", "mark=65536"}).empty());
+}
+
+TEST_CASE("someone else's mangle rules are untouched, and flowshaper leaves nothing after SIGTERM") {
+    require_netns_privileges();
+    VethPair net("ipt");
+    net.server.exec_ok("iptables-legacy -t mangle -N USERCHAIN");
+    net.server.exec_ok("iptables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
+    net.server.exec_ok("iptables-legacy -t mangle -A USERCHAIN -j RETURN");
+    net.server.exec_ok("ip6tables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
+    std::string before4 = mangle_save(net.server, false), before6 = mangle_save(net.server, true);
+    TempPolicy policy(upload_rule("20MB"));
+    Daemon daemon(net.server, policy.path());
+    REQUIRE(daemon.wait_for_log("ready", 10000));
+    std::string during4 = mangle_save(net.server, false);
+    CHECK(count_lines(during4, "-A POSTROUTING -j FLOWSHAPER") == 1);
+    CHECK(during4.find("-A POSTROUTING -p udp -m udp --dport 9999 -j MARK --set-xmark 0x1/0xffffffff") !=
+          std::string::npos);
+    // Without flowshaper's own lines, the table is what it was.
+    std::string stripped;
+    std::istringstream in(during4);
+    for (std::string line; std::getline(in, line);)
+        if (line.find("FLOWSHAPER") == std::string::npos) stripped += line + "\n";
+    CHECK(stripped == before4);
+    CHECK(daemon.stop(SIGTERM) == 0);
+    CHECK(mangle_save(net.server, false) == before4);
+    CHECK(mangle_save(net.server, true) == before6);
+    CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "noqueue");
+}
+
+TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and duplicates nothing") {
+    require_netns_privileges();
+    VethPair net("kill");
+    TempPolicy policy(upload_rule("5MB"));
+    auto first = std::make_unique<Daemon>(net.server, policy.path());
+    REQUIRE(first->wait_for_log("ready", 10000));
+    upload(net, "10.200.0.2", "-t 4", true);
+    REQUIRE(first->wait_for_log("mark client=10.200.0.2", 8000));
+    auto classes_before = tc_json(net.server, "class show dev veth-s").size();
+    CHECK(first->stop(SIGKILL) == 128 + SIGKILL);
+    first.reset();
+
+    Daemon second(net.server, policy.path());
+    REQUIRE(second.wait_for_log("ready", 10000));
+    CHECK(second.log().find("adopted heavy client 10.200.0.2") != std::string::npos);
+    std::this_thread::sleep_for(1s);
+    std::string save = mangle_save(net.server, false);
+    CHECK(count_lines(save, "-A POSTROUTING -j FLOWSHAPER") == 1);
+    CHECK(count_lines(save, ":FLOWSHAPER") == 1);
+    CHECK(count_lines(save, "--restore-mark") == 1);
+    CHECK(tc_json(net.server, "class show dev veth-s").size() == classes_before);
+    CHECK(second.log().find("mark client=10.200.0.2") == std::string::npos);  // not decided twice
+    std::this_thread::sleep_for(4s);  // let the upload end before the namespaces go
+}
