@@ -1,0 +1,221 @@
+// FakeManglePort: MangleEngine over an in-memory "kernel" table with libiptc's rules.
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "flowshaper/kernel/mangle_port.hpp"
+#include "mangle_engine.hpp"
+
+namespace flowshaper::kernel {
+
+namespace {
+
+using mangle::Bytes;
+using mangle::TableRule;
+
+const std::set<std::string> kBuiltins{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"};
+
+// One family's table as the kernel holds it.
+struct FakeKernelTable {
+    std::map<std::string, std::vector<TableRule>> chains{
+        {"PREROUTING", {}}, {"INPUT", {}}, {"FORWARD", {}}, {"OUTPUT", {}}, {"POSTROUTING", {}}};
+    uint64_t generation = 0;  // bumped by every change, as the kernel's rule count would be
+};
+
+TableRule make_rule(net::Family family, Bytes entry) {
+    std::string target = mangle::target_name(family, entry);
+    return TableRule{std::move(entry), std::move(target)};
+}
+
+Error fake_error(const std::string& operation, const std::string& object, int err) {
+    return make_error(operation, object, err, mangle::explain(err, std::strerror(err)));
+}
+
+}  // namespace
+
+struct FakeManglePort::Impl : mangle::MangleTableSource {
+    std::map<net::Family, FakeKernelTable> kernel{{net::Family::V4, {}}, {net::Family::V6, {}}};
+    int fail_err = 0;
+    int fail_count = 0;
+    std::optional<net::Family> concurrent_change;
+    uint64_t attempts = 0;
+    bool acct_on = false;
+    int acct_err = 0;
+    mangle::MangleEngine engine{*this, IptcOptions{}.max_attempts};
+
+    Result<std::unique_ptr<mangle::MangleTable>> open(net::Family family) override;
+    Status commit(net::Family family, const FakeKernelTable& snapshot);
+    void append_foreign(net::Family family, const std::string& chain, const std::string& target) {
+        FakeKernelTable& k = kernel[family];
+        k.chains[chain].push_back(make_rule(family, mangle::build_jump_rule(family, target)));
+        ++k.generation;
+    }
+};
+
+namespace {
+
+class FakeTable final : public mangle::MangleTable {
+public:
+    using CommitFn = std::function<Status(net::Family, const FakeKernelTable&)>;
+    FakeTable(CommitFn commit, net::Family family, FakeKernelTable snapshot)
+        : commit_(std::move(commit)), family_(family), t_(std::move(snapshot)) {}
+
+    bool has_chain(const std::string& chain) override { return t_.chains.count(chain) != 0; }
+    std::vector<TableRule> rules(const std::string& chain) override {
+        auto it = t_.chains.find(chain);
+        return it == t_.chains.end() ? std::vector<TableRule>{} : it->second;
+    }
+    Status create_chain(const std::string& chain) override {
+        if (has_chain(chain)) return fake_error("create chain", chain, EEXIST);
+        t_.chains[chain];
+        return {};
+    }
+    Status delete_chain(const std::string& chain) override {
+        if (!has_chain(chain)) return fake_error("delete chain", chain, ENOENT);
+        if (kBuiltins.count(chain)) return fake_error("delete chain", chain, EPERM);
+        if (!t_.chains[chain].empty()) return fake_error("delete chain", chain, ENOTEMPTY);
+        for (const auto& [name, rules] : t_.chains)
+            for (const TableRule& r : rules)
+                if (r.target == chain) return fake_error("delete chain", chain, EMLINK);
+        t_.chains.erase(chain);
+        return {};
+    }
+    Status insert(const std::string& chain, unsigned position, const Bytes& entry) override {
+        auto* rules = find(chain);
+        if (!rules) return fake_error("insert rule in", chain, ENOENT);
+        if (position > rules->size()) return fake_error("insert rule in", chain, E2BIG);
+        rules->insert(rules->begin() + position, make_rule(family_, entry));
+        return {};
+    }
+    Status replace(const std::string& chain, unsigned position, const Bytes& entry) override {
+        auto* rules = find(chain);
+        if (!rules) return fake_error("replace rule in", chain, ENOENT);
+        if (position >= rules->size()) return fake_error("replace rule in", chain, E2BIG);
+        (*rules)[position] = make_rule(family_, entry);
+        return {};
+    }
+    Status append(const std::string& chain, const Bytes& entry) override {
+        auto* rules = find(chain);
+        if (!rules) return fake_error("append rule to", chain, ENOENT);
+        rules->push_back(make_rule(family_, entry));
+        return {};
+    }
+    Status erase(const std::string& chain, unsigned position) override {
+        auto* rules = find(chain);
+        if (!rules) return fake_error("delete rule from", chain, ENOENT);
+        if (position >= rules->size()) return fake_error("delete rule from", chain, E2BIG);
+        rules->erase(rules->begin() + position);
+        return {};
+    }
+    Status commit() override { return commit_(family_, t_); }
+
+private:
+    std::vector<TableRule>* find(const std::string& chain) {
+        auto it = t_.chains.find(chain);
+        return it == t_.chains.end() ? nullptr : &it->second;
+    }
+
+    CommitFn commit_;
+    net::Family family_;
+    FakeKernelTable t_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<mangle::MangleTable>> FakeManglePort::Impl::open(net::Family family) {
+    return std::unique_ptr<mangle::MangleTable>(std::make_unique<FakeTable>(
+        [this](net::Family f, const FakeKernelTable& snapshot) { return commit(f, snapshot); }, family,
+        kernel[family]));
+}
+
+Status FakeManglePort::Impl::commit(net::Family family, const FakeKernelTable& snapshot) {
+    ++attempts;
+    if (concurrent_change) {
+        append_foreign(*concurrent_change, kMangleHook, "ACCEPT");
+        concurrent_change.reset();
+    }
+    const std::string object = mangle::table_name(family);
+    if (fail_count > 0) {
+        --fail_count;
+        return fake_error("commit table", object, fail_err);
+    }
+    FakeKernelTable& k = kernel[family];
+    if (k.generation != snapshot.generation) return fake_error("commit table", object, EAGAIN);
+    k.chains = snapshot.chains;
+    ++k.generation;
+    return {};
+}
+
+FakeManglePort::FakeManglePort() : impl_(std::make_unique<Impl>()) {}
+FakeManglePort::~FakeManglePort() = default;
+
+void FakeManglePort::fail_next_commits(int err, int count) {
+    impl_->fail_err = err;
+    impl_->fail_count = count;
+}
+
+void FakeManglePort::change_before_next_commit(net::Family family) {
+    impl_->concurrent_change = family;
+}
+
+void FakeManglePort::add_foreign_rule(net::Family family, const std::string& chain,
+                                      const std::string& target) {
+    impl_->append_foreign(family, chain, target);
+}
+
+std::vector<std::string> FakeManglePort::lines(net::Family family) const {
+    const FakeKernelTable& k = impl_->kernel[family];
+    std::vector<std::string> out;
+    for (const auto& [name, rules] : k.chains)
+        if (!kBuiltins.count(name)) out.push_back(":" + name + " -");
+    auto list = [&](const std::string& name, const std::vector<TableRule>& rules) {
+        for (const TableRule& r : rules) {
+            auto known = mangle::parse_rule(family, r.entry, r.target);
+            out.push_back("-A " + name + " " + (known ? mangle::describe(*known) : "<unknown rule>"));
+        }
+    };
+    for (const char* builtin : {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+        list(builtin, k.chains.at(builtin));
+    for (const auto& [name, rules] : k.chains)
+        if (!kBuiltins.count(name)) list(name, rules);
+    return out;
+}
+
+uint64_t FakeManglePort::commit_attempts() const {
+    return impl_->attempts;
+}
+void FakeManglePort::set_conntrack_accounting(bool on) {
+    impl_->acct_on = on;
+}
+bool FakeManglePort::conntrack_accounting() const {
+    return impl_->acct_on;
+}
+void FakeManglePort::fail_conntrack_accounting(int err) {
+    impl_->acct_err = err;
+}
+
+Status FakeManglePort::ensure(net::Family family, const MangleSpec& spec) {
+    return impl_->engine.ensure(family, spec);
+}
+Status FakeManglePort::remove_all(net::Family family) {
+    return impl_->engine.remove_all(family);
+}
+Result<std::optional<MangleSpec>> FakeManglePort::read(net::Family family) {
+    return impl_->engine.read(family);
+}
+uint64_t FakeManglePort::commits() const {
+    return impl_->engine.commits();
+}
+
+Result<bool> FakeManglePort::ensure_conntrack_accounting() {
+    const std::string path = "/proc/sys/net/netfilter/nf_conntrack_acct";
+    if (impl_->acct_err != 0)
+        return make_error("write", path, impl_->acct_err, std::strerror(impl_->acct_err));
+    bool was_on = impl_->acct_on;
+    impl_->acct_on = true;
+    return was_on;
+}
+
+}  // namespace flowshaper::kernel

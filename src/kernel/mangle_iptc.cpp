@@ -1,0 +1,176 @@
+// The real mangle port: libiptc snapshots taken under the xtables lock, edited by MangleEngine,
+// committed atomically.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "flowshaper/kernel/mangle_port.hpp"
+#include "mangle_engine.hpp"
+#include "mangle_iptc.hpp"
+
+namespace flowshaper::kernel {
+
+Result<bool> enable_conntrack_accounting(const std::string& path);  // mangle_conntrack_acct.cpp
+
+namespace mangle {
+
+namespace {
+
+// An open file descriptor, closed on destruction.
+class Fd {
+public:
+    explicit Fd(int fd = -1) : fd_(fd) {}
+    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    Fd& operator=(Fd&& o) noexcept {
+        std::swap(fd_, o.fd_);
+        return *this;
+    }
+    ~Fd() {
+        if (fd_ >= 0) close(fd_);
+    }
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+// The lock iptables-legacy takes around its init ... commit: flock(LOCK_EX) on the lock file.
+Result<Fd> take_xtables_lock(const IptcOptions& options) {
+    std::string path = options.lock_path;
+    if (path.empty()) {
+        const char* env = std::getenv("XTABLES_LOCKFILE");
+        path = env && *env ? env : "/run/xtables.lock";
+    }
+    Fd fd(open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+    if (fd.get() < 0)
+        return make_error("open xtables lock", path, errno, explain(errno, std::strerror(errno)));
+    const auto deadline = std::chrono::steady_clock::now() + options.lock_timeout;
+    while (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return make_error("take xtables lock", path, errno, std::strerror(errno));
+        if (std::chrono::steady_clock::now() >= deadline)
+            return make_error("take xtables lock", path, EWOULDBLOCK,
+                              "another program (iptables?) held it for more than " +
+                                  std::to_string(options.lock_timeout.count()) + " ms");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return fd;
+}
+
+using Handle = std::unique_ptr<xtc_handle, void (*)(xtc_handle*)>;
+
+class IptcTable final : public MangleTable {
+public:
+    IptcTable(const IptcApi& api, net::Family family, Fd lock, Handle handle)
+        : api_(api), family_(family), lock_(std::move(lock)), handle_(std::move(handle)) {}
+    ~IptcTable() override { handle_.reset(); }  // free the handle before the lock goes
+
+    bool has_chain(const std::string& chain) override { return api_.is_chain(chain.c_str(), h()) != 0; }
+
+    std::vector<TableRule> rules(const std::string& chain) override {
+        std::vector<TableRule> out;
+        for (const void* e = api_.first_rule(chain.c_str(), h()); e; e = api_.next_rule(e, h())) {
+            const auto* bytes = static_cast<const uint8_t*>(e);
+            TableRule rule{Bytes(bytes, bytes + next_offset(family_, bytes)), {}};
+            const char* target = api_.get_target(e, h());
+            rule.target = target ? target : "";
+            out.push_back(std::move(rule));
+        }
+        return out;
+    }
+
+    Status create_chain(const std::string& chain) override {
+        return check(api_.create_chain(chain.c_str(), h()), "create chain", chain);
+    }
+    Status delete_chain(const std::string& chain) override {
+        return check(api_.delete_chain(chain.c_str(), h()), "delete chain", chain);
+    }
+    Status insert(const std::string& chain, unsigned position, const Bytes& entry) override {
+        return check(api_.insert(chain.c_str(), entry.data(), position, h()), "insert rule in", chain);
+    }
+    Status replace(const std::string& chain, unsigned position, const Bytes& entry) override {
+        return check(api_.replace(chain.c_str(), entry.data(), position, h()), "replace rule in", chain);
+    }
+    Status append(const std::string& chain, const Bytes& entry) override {
+        return check(api_.append(chain.c_str(), entry.data(), h()), "append rule to", chain);
+    }
+    Status erase(const std::string& chain, unsigned position) override {
+        return check(api_.erase(chain.c_str(), position, h()), "delete rule from", chain);
+    }
+    Status commit() override { return check(api_.commit(h()), "commit table", ""); }
+
+private:
+    xtc_handle* h() { return handle_.get(); }
+
+    Status check(int ok, const std::string& operation, const std::string& chain) {
+        if (ok) return {};
+        int err = errno;
+        std::string object =
+            chain.empty() ? table_name(family_) : "chain " + chain + " in " + table_name(family_);
+        return make_error(operation, object, err, explain(err, api_.strerror(err)));
+    }
+
+    const IptcApi& api_;
+    net::Family family_;
+    Fd lock_;
+    Handle handle_;
+};
+
+class IptcSource final : public MangleTableSource {
+public:
+    explicit IptcSource(IptcOptions options) : options_(std::move(options)) {}
+
+    Result<std::unique_ptr<MangleTable>> open(net::Family family) override {
+        auto lock = take_xtables_lock(options_);
+        if (!lock) return lock.error();
+        const IptcApi& api = family == net::Family::V4 ? ip4tc_api() : ip6tc_api();
+        Handle handle(api.init("mangle"), api.free);
+        if (!handle) {
+            int err = errno;
+            return make_error("read table", table_name(family), err, explain(err, api.strerror(err)));
+        }
+        return std::unique_ptr<MangleTable>(
+            std::make_unique<IptcTable>(api, family, std::move(*lock), std::move(handle)));
+    }
+
+    const IptcOptions& options() const { return options_; }
+
+private:
+    IptcOptions options_;
+};
+
+class IptcManglePort final : public ManglePort {
+public:
+    explicit IptcManglePort(IptcOptions options)
+        : source_(std::move(options)), engine_(source_, source_.options().max_attempts) {}
+
+    Status ensure(net::Family family, const MangleSpec& spec) override {
+        return engine_.ensure(family, spec);
+    }
+    Status remove_all(net::Family family) override { return engine_.remove_all(family); }
+    Result<std::optional<MangleSpec>> read(net::Family family) override { return engine_.read(family); }
+    Result<bool> ensure_conntrack_accounting() override {
+        return enable_conntrack_accounting(source_.options().conntrack_acct_path);
+    }
+    uint64_t commits() const override { return engine_.commits(); }
+
+private:
+    IptcSource source_;
+    MangleEngine engine_;
+};
+
+}  // namespace
+
+}  // namespace mangle
+
+std::unique_ptr<ManglePort> make_iptc_mangle_port(IptcOptions options) {
+    if (options.max_attempts < 1) options.max_attempts = 1;
+    return std::make_unique<mangle::IptcManglePort>(std::move(options));
+}
+
+}  // namespace flowshaper::kernel

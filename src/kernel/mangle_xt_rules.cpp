@@ -1,0 +1,289 @@
+#include "mangle_xt_rules.hpp"
+
+#include <linux/netfilter/x_tables.h>
+#include <linux/netfilter/xt_CONNMARK.h>
+#include <linux/netfilter/xt_DSCP.h>
+#include <linux/netfilter/xt_comment.h>
+#include <linux/netfilter/xt_connmark.h>
+#include <linux/netfilter_ipv4/ip_tables.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+
+namespace flowshaper::kernel::mangle {
+
+namespace {
+
+// Where the family's entry header keeps what we read and write.
+struct EntryLayout {
+    size_t header;         // sizeof(ipt_entry) / sizeof(ip6t_entry)
+    size_t conditions;     // bytes of the address/interface/protocol part that must be zero
+    size_t target_offset;  // offsetof(..., target_offset)
+    size_t next_offset;    // offsetof(..., next_offset)
+};
+
+EntryLayout layout(net::Family family) {
+    if (family == net::Family::V4)
+        return {sizeof(ipt_entry), offsetof(ipt_ip, invflags) + 1, offsetof(ipt_entry, target_offset),
+                offsetof(ipt_entry, next_offset)};
+    return {sizeof(ip6t_entry), offsetof(ip6t_ip6, invflags) + 1, offsetof(ip6t_entry, target_offset),
+            offsetof(ip6t_entry, next_offset)};
+}
+
+// One match or target: its name, revision and payload (the xt_*info struct).
+struct XtPart {
+    std::string name;
+    uint8_t revision = 0;
+    Bytes data;
+};
+
+template <typename T>
+Bytes as_bytes(const T& value) {
+    Bytes out(sizeof(T));
+    std::memcpy(out.data(), &value, sizeof(T));
+    return out;
+}
+
+template <typename T>
+T load(const uint8_t* at) {
+    T value;
+    std::memcpy(&value, at, sizeof(T));
+    return value;
+}
+
+template <typename T>
+void store(uint8_t* at, const T& value) {
+    std::memcpy(at, &value, sizeof(T));
+}
+
+// xt_entry_match and xt_entry_target share their user layout: u16 size, name[29], u8 revision.
+size_t part_size(const XtPart& part) {
+    return XT_ALIGN(sizeof(xt_entry_match)) + XT_ALIGN(part.data.size());
+}
+
+void write_part(uint8_t* at, const XtPart& part) {
+    xt_entry_match header{};
+    header.u.user.match_size = static_cast<uint16_t>(part_size(part));
+    std::strncpy(header.u.user.name, part.name.c_str(), sizeof header.u.user.name - 1);
+    header.u.user.revision = part.revision;
+    std::memcpy(at, &header, sizeof header);
+    std::memcpy(at + sizeof header, part.data.data(), part.data.size());
+}
+
+Bytes build_entry(net::Family family, const std::vector<XtPart>& matches, const XtPart& target) {
+    const EntryLayout l = layout(family);
+    size_t size = l.header;
+    for (const XtPart& m : matches) size += part_size(m);
+    const size_t target_at = size;
+    size += part_size(target);
+    Bytes entry(size, 0);
+    size_t at = l.header;
+    for (const XtPart& m : matches) {
+        write_part(entry.data() + at, m);
+        at += part_size(m);
+    }
+    write_part(entry.data() + at, target);
+    store<uint16_t>(entry.data() + l.target_offset, static_cast<uint16_t>(target_at));
+    store<uint16_t>(entry.data() + l.next_offset, static_cast<uint16_t>(size));
+    return entry;
+}
+
+// A match or target read back: name, revision, payload (without padding beyond `size`).
+struct PartView {
+    std::string name;
+    uint8_t revision = 0;
+    const uint8_t* data = nullptr;
+    size_t size = 0;  // payload bytes (part size minus the header)
+};
+
+// Reads the part at `at`; nullopt when it does not fit in [at, end).
+std::optional<PartView> read_part(const uint8_t* at, const uint8_t* end) {
+    if (end - at < static_cast<ptrdiff_t>(sizeof(xt_entry_match))) return std::nullopt;
+    xt_entry_match header;
+    std::memcpy(&header, at, sizeof header);
+    const size_t size = header.u.user.match_size;
+    if (size < sizeof header || static_cast<ptrdiff_t>(size) > end - at) return std::nullopt;
+    // Bytes after the name's NUL may be anything (the kernel writes only strlen + 1).
+    PartView view;
+    view.name.assign(header.u.user.name, strnlen(header.u.user.name, sizeof header.u.user.name));
+    view.revision = header.u.user.revision;
+    view.data = at + sizeof header;
+    view.size = size - sizeof header;
+    return view;
+}
+
+bool is(const PartView& p, const char* name, uint8_t revision, size_t payload) {
+    return p.name == name && p.revision == revision && p.size == XT_ALIGN(payload);
+}
+
+std::optional<KnownRule> parse_restore(const PartView& target) {
+    if (!is(target, "CONNMARK", 2, sizeof(xt_connmark_tginfo2))) return std::nullopt;
+    auto info = load<xt_connmark_tginfo2>(target.data);
+    if (info.mode != XT_CONNMARK_RESTORE || info.ctmark != 0 || info.ctmask != info.nfmask ||
+        info.shift_bits != 0 || info.shift_dir != 0)
+        return std::nullopt;
+    return RestoreRule{info.ctmask};
+}
+
+std::optional<KnownRule> parse_dscp(const std::vector<PartView>& matches, const PartView& target) {
+    if (matches.empty() || matches.size() > 2) return std::nullopt;
+    if (!is(matches[0], "connmark", 1, sizeof(xt_connmark_mtinfo1))) return std::nullopt;
+    if (!is(target, "DSCP", 0, sizeof(xt_DSCP_info))) return std::nullopt;
+    auto mark = load<xt_connmark_mtinfo1>(matches[0].data);
+    if (mark.invert != 0) return std::nullopt;
+    DscpRule rule{mark.mark, mark.mask, load<xt_DSCP_info>(target.data).dscp, {}};
+    if (rule.dscp > XT_DSCP_MAX) return std::nullopt;
+    if (matches.size() == 2) {
+        if (!is(matches[1], "comment", 0, sizeof(xt_comment_info))) return std::nullopt;
+        const char* text = reinterpret_cast<const char*>(matches[1].data);
+        rule.comment.assign(text, strnlen(text, XT_MAX_COMMENT_LEN));
+        if (rule.comment.empty()) return std::nullopt;  // we never write an empty comment
+    }
+    return rule;
+}
+
+// A string as iptables-save prints it: bare when it is a plain word, else quoted and escaped.
+std::string save_string(const std::string& text) {
+    static const char plain[] = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if (!text.empty() && text.find_first_not_of(plain) == std::string::npos) return text;
+    std::string out = "\"";
+    for (char c : text) {
+        if (c == '"' || c == '\\' || c == '\'') out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+size_t entry_header_size(net::Family family) {
+    return layout(family).header;
+}
+
+uint16_t next_offset(net::Family family, const uint8_t* entry) {
+    return load<uint16_t>(entry + layout(family).next_offset);
+}
+
+Bytes build_restore_rule(net::Family family, uint32_t mask) {
+    xt_connmark_tginfo2 info{};
+    info.ctmask = mask;
+    info.nfmask = mask;
+    info.mode = XT_CONNMARK_RESTORE;
+    return build_entry(family, {}, XtPart{"CONNMARK", 2, as_bytes(info)});
+}
+
+Bytes build_dscp_rule(net::Family family, const DscpRule& rule) {
+    xt_connmark_mtinfo1 mark{};
+    mark.mark = rule.ctmark_value;
+    mark.mask = rule.ctmark_mask;
+    std::vector<XtPart> matches{XtPart{"connmark", 1, as_bytes(mark)}};
+    if (!rule.comment.empty()) {
+        xt_comment_info comment{};
+        std::strncpy(comment.comment, rule.comment.c_str(), sizeof comment.comment - 1);
+        matches.push_back(XtPart{"comment", 0, as_bytes(comment)});
+    }
+    xt_DSCP_info dscp{};
+    dscp.dscp = rule.dscp;
+    return build_entry(family, matches, XtPart{"DSCP", 0, as_bytes(dscp)});
+}
+
+Bytes build_jump_rule(net::Family family, const std::string& target) {
+    // A standard target: a verdict slot that libiptc fills in (jump offset or verdict).
+    int verdict = 0;
+    return build_entry(family, {}, XtPart{target, 0, as_bytes(verdict)});
+}
+
+std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec) {
+    std::vector<Bytes> rules{build_restore_rule(family, spec.mark_mask)};
+    for (const DscpRule& r : spec.dscp_rules) rules.push_back(build_dscp_rule(family, r));
+    return rules;
+}
+
+std::optional<KnownRule> parse_rule(net::Family family, const Bytes& entry, const std::string& target) {
+    const EntryLayout l = layout(family);
+    if (entry.size() < l.header) return std::nullopt;
+    for (size_t i = 0; i < l.conditions; ++i)
+        if (entry[i] != 0) return std::nullopt;  // addresses, interfaces, protocol, flags
+    const size_t target_at = load<uint16_t>(entry.data() + l.target_offset);
+    const size_t end_at = load<uint16_t>(entry.data() + l.next_offset);
+    if (end_at != entry.size() || target_at < l.header || target_at >= end_at) return std::nullopt;
+
+    std::vector<PartView> matches;
+    for (size_t at = l.header; at < target_at;) {
+        auto m = read_part(entry.data() + at, entry.data() + target_at);
+        if (!m) return std::nullopt;
+        at += sizeof(xt_entry_match) + m->size;
+        matches.push_back(*m);
+    }
+    auto t = read_part(entry.data() + target_at, entry.data() + end_at);
+    if (!t) return std::nullopt;
+    if (target == "CONNMARK") return matches.empty() ? parse_restore(*t) : std::nullopt;
+    if (target == "DSCP") return parse_dscp(matches, *t);
+    if (matches.empty() && !target.empty() && t->size == XT_ALIGN(sizeof(int))) return JumpRule{target};
+    return std::nullopt;
+}
+
+std::string target_name(net::Family family, const Bytes& entry) {
+    const EntryLayout l = layout(family);
+    if (entry.size() < l.header) return {};
+    const size_t target_at = load<uint16_t>(entry.data() + l.target_offset);
+    auto t = read_part(entry.data() + std::min(target_at, entry.size()), entry.data() + entry.size());
+    return t ? t->name : std::string{};
+}
+
+std::string describe(const KnownRule& rule) {
+    char buf[128];
+    if (auto* r = std::get_if<RestoreRule>(&rule)) {
+        std::snprintf(buf, sizeof buf, "-j CONNMARK --restore-mark --nfmask 0x%x --ctmask 0x%x", r->mask,
+                      r->mask);
+        return buf;
+    }
+    if (auto* j = std::get_if<JumpRule>(&rule)) return "-j " + j->target;
+    const auto& d = std::get<DscpRule>(rule);
+    std::snprintf(buf, sizeof buf, "-m connmark --mark 0x%x/0x%x", d.ctmark_value, d.ctmark_mask);
+    std::string out = buf;
+    if (!d.comment.empty()) out += " -m comment --comment " + save_string(d.comment);
+    std::snprintf(buf, sizeof buf, " -j DSCP --set-dscp 0x%02x", d.dscp);
+    return out + buf;
+}
+
+void set_source_v4(Bytes& entry, uint32_t address_network_order, uint32_t mask_network_order) {
+    store(entry.data() + offsetof(ipt_entry, ip) + offsetof(ipt_ip, src), address_network_order);
+    store(entry.data() + offsetof(ipt_entry, ip) + offsetof(ipt_ip, smsk), mask_network_order);
+}
+
+}  // namespace flowshaper::kernel::mangle
+
+namespace flowshaper::kernel {
+
+Status validate(const MangleSpec& spec) {
+    auto bad = [](const std::string& what) { return make_error("check mangle rules", "", EINVAL, what); };
+    if (spec.mark_mask == 0) return bad("mark_mask is 0: flowshaper needs at least one mark bit");
+    for (size_t i = 0; i < spec.dscp_rules.size(); ++i) {
+        const auto& r = spec.dscp_rules[i];
+        const std::string which = "DSCP rule " + std::to_string(i + 1) + ": ";
+        if (r.dscp > XT_DSCP_MAX) return bad(which + "DSCP " + std::to_string(r.dscp) + " is above 63");
+        if (r.comment.size() >= XT_MAX_COMMENT_LEN) return bad(which + "comment longer than 255 bytes");
+        if (r.comment.find('\0') != std::string::npos) return bad(which + "comment contains a NUL byte");
+        if (r.ctmark_mask == 0 || (r.ctmark_mask & ~spec.mark_mask) != 0)
+            return bad(which + "ctmark mask is empty or outside mark_mask");
+        if ((r.ctmark_value & ~r.ctmark_mask) != 0)
+            return bad(which + "ctmark value has bits outside its mask (it could never match)");
+    }
+    return {};
+}
+
+std::vector<std::string> render_save_lines(const MangleSpec& spec) {
+    std::vector<std::string> lines{std::string(":") + kMangleChain + " - [0:0]",
+                                   std::string("-A ") + kMangleHook + " -j " + kMangleChain};
+    const std::string prefix = std::string("-A ") + kMangleChain + " ";
+    lines.push_back(prefix + mangle::describe(mangle::RestoreRule{spec.mark_mask}));
+    for (const auto& r : spec.dscp_rules) lines.push_back(prefix + mangle::describe(r));
+    return lines;
+}
+
+}  // namespace flowshaper::kernel

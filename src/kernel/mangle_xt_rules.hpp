@@ -1,0 +1,59 @@
+// xtables rule buffers: an ipt_entry / ip6t_entry followed by XT_ALIGNed matches and one
+// target, built in byte buffers (the kernel structs end in flexible arrays), and parsed back.
+// Only the rule shapes flowshaper writes are recognised; anything else is "not ours".
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "flowshaper/common/net.hpp"
+#include "flowshaper/kernel/mangle_port.hpp"
+
+namespace flowshaper::kernel::mangle {
+
+using Bytes = std::vector<uint8_t>;
+
+// -j CONNMARK --restore-mark --nfmask M --ctmask M (CONNMARK revision 2).
+struct RestoreRule {
+    uint32_t mask = 0;
+    bool operator==(const RestoreRule&) const = default;
+};
+// An unconditional jump to a chain, or an unconditional verdict (ACCEPT, ...).
+struct JumpRule {
+    std::string target;
+    bool operator==(const JumpRule&) const = default;
+};
+// -m connmark --mark V/M [-m comment --comment C] -j DSCP --set-dscp D (connmark 1, DSCP 0).
+using DscpRule = MangleSpec::DscpRule;
+
+using KnownRule = std::variant<RestoreRule, DscpRule, JumpRule>;
+
+Bytes build_restore_rule(net::Family family, uint32_t mask);
+Bytes build_dscp_rule(net::Family family, const DscpRule& rule);
+// `target`: a chain name or a verdict; libiptc turns either into a standard target.
+Bytes build_jump_rule(net::Family family, const std::string& target);
+// The rules of flowshaper's chain for `spec`, in order.
+std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec);
+
+// Parses one entry as the table holds it. `target` is the target's name as libiptc reports it
+// (for a jump: the chain's name). Returns nullopt for any other shape: conditions in the entry
+// header, other matches, other revisions, other options.
+std::optional<KnownRule> parse_rule(net::Family family, const Bytes& entry, const std::string& target);
+
+// The target name written in an entry we built (the fake's view of what libiptc reports).
+std::string target_name(net::Family family, const Bytes& entry);
+
+// The rule in iptables-save syntax, without "-A CHAIN".
+std::string describe(const KnownRule& rule);
+
+// Bytes of the entry header, and where its offsets live (family-specific).
+size_t entry_header_size(net::Family family);
+uint16_t next_offset(net::Family family, const uint8_t* entry);
+
+// For tests: sets the header's source address (so that the rule has a condition).
+void set_source_v4(Bytes& entry, uint32_t address_network_order, uint32_t mask_network_order);
+
+}  // namespace flowshaper::kernel::mangle
