@@ -1,6 +1,8 @@
 #include <netlink/netlink.h>
+#include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 
+#include <cstring>
 #include <memory>
 
 #include "flowshaper/kernel/link_port.hpp"
@@ -31,6 +33,35 @@ Result<std::vector<std::string>> NetlinkLinkPort::devices() {
     for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o))
         if (const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o))) names.emplace_back(name);
     return names;
+}
+
+Result<std::vector<net::Address>> NetlinkLinkPort::local_addresses() {
+    std::unique_ptr<nl_sock, SockFree> sock(nl_socket_alloc());
+    if (!sock) return make_error("list addresses", "", ENOMEM, "out of memory");
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
+        return make_error("list addresses", "", -err, nl_geterror(err));
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
+        return make_error("list addresses", "", -err, nl_geterror(err));
+    std::unique_ptr<nl_cache, CacheFree> cache(raw);
+    std::vector<net::Address> out;
+    for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+        nl_addr* local = rtnl_addr_get_local(reinterpret_cast<rtnl_addr*>(o));
+        if (!local) continue;
+        net::Address a;
+        int family = nl_addr_get_family(local);
+        unsigned len = nl_addr_get_len(local);
+        if (family == AF_INET && len == 4) {
+            a.family = net::Family::V4;
+        } else if (family == AF_INET6 && len == 16) {
+            a.family = net::Family::V6;
+        } else {
+            continue;
+        }
+        std::memcpy(a.bytes.data(), nl_addr_get_binary_addr(local), len);
+        out.push_back(a);
+    }
+    return out;
 }
 
 }  // namespace flowshaper::kernel
