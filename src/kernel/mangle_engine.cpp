@@ -156,7 +156,10 @@ Status MangleEngine::transact(net::Family family, const std::function<Result<boo
             ++commits_;
             return {};
         }
-        if (st.error().code != EAGAIN) return st;
+        // EAGAIN: the table changed since the snapshot. EINVAL: either the kernel refused a rule
+        // (every attempt fails alike) or libiptc's second step (adding the old counters) lost a
+        // race after the table was replaced (the next snapshot then needs no change).
+        if (st.error().code != EAGAIN && st.error().code != EINVAL) return st;
         last = st.error();
     }
     last.detail += "; gave up after " + std::to_string(max_attempts_) + " attempts";

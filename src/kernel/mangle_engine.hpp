@@ -23,7 +23,7 @@ public:
 
 private:
     // Edits a fresh snapshot with `edit` (which says whether it changed anything) and commits
-    // it when it did; on EAGAIN starts over, at most max_attempts_ times.
+    // it when it did; on EAGAIN (or EINVAL, see transact) starts over, at most max_attempts_ times.
     Status transact(net::Family family, const std::function<Result<bool>(MangleTable&)>& edit);
 
     MangleTableSource& source_;

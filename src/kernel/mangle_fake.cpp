@@ -39,6 +39,7 @@ struct FakeManglePort::Impl : mangle::MangleTableSource {
     std::map<net::Family, FakeKernelTable> kernel{{net::Family::V4, {}}, {net::Family::V6, {}}};
     int fail_err = 0;
     int fail_count = 0;
+    bool fail_applied = false;
     std::optional<net::Family> concurrent_change;
     uint64_t attempts = 0;
     bool acct_on = false;
@@ -137,23 +138,28 @@ Status FakeManglePort::Impl::commit(net::Family family, const FakeKernelTable& s
         concurrent_change.reset();
     }
     const std::string object = mangle::table_name(family);
+    FakeKernelTable& k = kernel[family];
+    if (fail_count > 0 && !fail_applied) {
+        --fail_count;
+        return fake_error("commit table", object, fail_err);
+    }
+    if (k.generation != snapshot.generation) return fake_error("commit table", object, EAGAIN);
+    k.chains = snapshot.chains;
+    ++k.generation;
     if (fail_count > 0) {
         --fail_count;
         return fake_error("commit table", object, fail_err);
     }
-    FakeKernelTable& k = kernel[family];
-    if (k.generation != snapshot.generation) return fake_error("commit table", object, EAGAIN);
-    k.chains = snapshot.chains;
-    ++k.generation;
     return {};
 }
 
 FakeManglePort::FakeManglePort() : impl_(std::make_unique<Impl>()) {}
 FakeManglePort::~FakeManglePort() = default;
 
-void FakeManglePort::fail_next_commits(int err, int count) {
+void FakeManglePort::fail_next_commits(int err, int count, bool applied) {
     impl_->fail_err = err;
     impl_->fail_count = count;
+    impl_->fail_applied = applied;
 }
 
 void FakeManglePort::change_before_next_commit(net::Family family) {

@@ -153,6 +153,22 @@ TEST_CASE("a commit that fails with EAGAIN once is redone on a fresh snapshot") 
     CHECK(port.lines(Family::V4) == kTwoRulesLines);
 }
 
+TEST_CASE("EINVAL from a commit is retried on a fresh snapshot") {
+    FakeManglePort port;
+    port.fail_next_commits(EINVAL, 1);
+    REQUIRE(port.ensure(Family::V4, two_rules()));
+    CHECK(port.commit_attempts() == 2);
+    CHECK(port.lines(Family::V4) == kTwoRulesLines);
+}
+
+TEST_CASE("a commit that replaced the table but then failed is found done on the re-read") {
+    FakeManglePort port;
+    port.fail_next_commits(EINVAL, 1, /*applied=*/true);
+    REQUIRE(port.ensure(Family::V4, two_rules()));
+    CHECK(port.commit_attempts() == 1);  // the second snapshot already matched: no second commit
+    CHECK(port.lines(Family::V4) == kTwoRulesLines);
+}
+
 TEST_CASE("a concurrent change before the commit is kept: the retry starts from the new table") {
     FakeManglePort port;
     port.add_foreign_rule(Family::V4, "POSTROUTING", "RETURN");
@@ -196,6 +212,7 @@ TEST_CASE("a missing kernel module is reported with the modules to load") {
     auto st = port.ensure(Family::V4, two_rules());
     REQUIRE_FALSE(st);
     CHECK_THAT(st.error().text(), Catch::Contains("xt_DSCP"));
+    CHECK(port.commit_attempts() == 1);  // not retried
 }
 
 TEST_CASE("remove_all with nothing of ours commits nothing") {

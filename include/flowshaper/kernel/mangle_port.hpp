@@ -101,8 +101,9 @@ public:
     FakeManglePort(const FakeManglePort&) = delete;
     FakeManglePort& operator=(const FakeManglePort&) = delete;
 
-    // The next `count` commits fail with `err` (and change nothing).
-    void fail_next_commits(int err, int count = 1);
+    // The next `count` commits fail with `err`. They change nothing unless `applied`: then the
+    // table is replaced first, as when libiptc's second step (restoring counters) fails.
+    void fail_next_commits(int err, int count = 1, bool applied = false);
     // Just before the next commit, another program appends "-A POSTROUTING -j ACCEPT" to the
     // table: that commit then fails with EAGAIN like the kernel's.
     void change_before_next_commit(net::Family family);
