@@ -285,3 +285,26 @@ TEST_CASE("reading a device that does not exist fails with no such device", "[ke
     CHECK(st.error().code == ENODEV);
     CHECK(fx.port->changes_sent() == 0);
 }
+
+TEST_CASE("a leaf qdisc's limit changes in place and the leaf can be removed", "[kernel][tc]") {
+    PortFixture fx;
+    auto want = reference_state();
+    fx.apply_all(build_changes(want));
+    auto leaf = want.leaves.at(0);
+    leaf.limit_packets = 250;
+    REQUIRE(fx.port->apply(fx.dev, {Change::Op::Modify, leaf}).ok());
+    auto got = fx.port->read(fx.dev);
+    REQUIRE(got.ok());
+    REQUIRE(got->state.leaves.size() == 1);
+    CHECK(got->state.leaves[0] == leaf);
+    bool seen = false;
+    for (const auto& q : tc_qdiscs(fx.net.server, fx.dev))
+        if (q.value("parent", "") == "f5:100") seen = q["options"].value("limit", 0) == 250;
+    CHECK(seen);
+
+    REQUIRE(fx.port->apply(fx.dev, {Change::Op::Remove, leaf}).ok());
+    got = fx.port->read(fx.dev);
+    REQUIRE(got.ok());
+    CHECK(got->state.leaves.empty());
+    CHECK(find_class(got->state, kHostV4) != nullptr);
+}
