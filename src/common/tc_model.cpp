@@ -71,6 +71,11 @@ bool HtbClass::same_config(const HtbClass& o) const {
            (quantum_bytes == 0 || quantum_bytes == o.quantum_bytes) && prio == o.prio;
 }
 
+bool LeafQdisc::same_config(const LeafQdisc& o) const {
+    return parent == o.parent && handle == o.handle && kind == o.kind &&
+           (limit_packets == 0 || o.limit_packets == 0 || limit_packets == o.limit_packets);
+}
+
 bool U32Filter::same_config(const U32Filter& o) const {
     return role == o.role && prio == o.prio && protocol == o.protocol && handle == o.handle &&
            divisor == o.divisor && link_table == o.link_table && hash_mask == o.hash_mask &&

@@ -141,7 +141,7 @@ private:
             auto it = have.find(q.parent);
             if (it == have.end() || class_goes(q.parent))
                 out_.push_back({Op::Add, q});
-            else if (!(*it->second == q))
+            else if (!it->second->same_config(q))
                 out_.push_back({Op::Modify, q});
         }
     }

@@ -59,9 +59,6 @@ namespace {
 
 std::string proto(uint16_t p) { return p == tc::kEthPIp ? "ip" : p == tc::kEthPIpv6 ? "ipv6" : "all"; }
 
-// The root table of each prio is the kernel's: the first prio created gets 800:, the next 801:.
-std::string root_table(uint16_t prio) { return prio == kPrioV4 ? "800" : "801"; }
-
 void u32_line(std::ostringstream& out, const std::string& dev, const tc::U32Filter& f) {
     std::string base = "filter add dev " + dev + " parent " + tc::format_handle(tc::kRootQdisc) + " prio " +
                        std::to_string(f.prio) + " protocol " + proto(f.protocol);
@@ -70,16 +67,17 @@ void u32_line(std::ostringstream& out, const std::string& dev, const tc::U32Filt
         return;
     }
     uint32_t table = tc::u32_table_of(f.handle);
-    std::string ht = table == 0 ? root_table(f.prio) : [&] {
-        char b[8];
-        std::snprintf(b, sizeof b, "%x", table);
-        return std::string(b);
-    }();
     char handle[32];
-    std::snprintf(handle, sizeof handle, "%s:%x:%x", ht.c_str(), tc::u32_bucket_of(f.handle), tc::u32_node_of(f.handle));
-    char bucket[32];
-    std::snprintf(bucket, sizeof bucket, "%s:%x:", ht.c_str(), tc::u32_bucket_of(f.handle));
-    out << base << " handle " << handle << " u32 ht " << bucket;
+    if (table == 0) {
+        // The prio's root table: the kernel numbers it, so name only the node.
+        std::snprintf(handle, sizeof handle, "::%x", tc::u32_node_of(f.handle));
+        out << base << " handle " << handle << " u32";
+    } else {
+        std::snprintf(handle, sizeof handle, "%x:%x:%x", table, tc::u32_bucket_of(f.handle), tc::u32_node_of(f.handle));
+        char bucket[32];
+        std::snprintf(bucket, sizeof bucket, "%x:%x:", table, tc::u32_bucket_of(f.handle));
+        out << base << " handle " << handle << " u32 ht " << bucket;
+    }
     for (const auto& k : f.keys) out << " match u32 " << hex32(k.value) << " " << hex32(k.mask) << " at " << k.offset;
     if (f.role == tc::U32Filter::Role::Link)
         out << " link " << tc::format_u32_handle(f.link_table) << " hashkey mask " << hex32(f.hash_mask) << " at "

@@ -83,19 +83,13 @@ nlohmann::json tc_json(const Netns& ns, const std::string& what) {
 }
 
 uint64_t class_bytes(const Netns& ns, const std::string& dev, const std::string& classid) {
-    for (const auto& c : tc_json(ns, "class show dev " + dev))
-        if (c.value("handle", "") == classid) return c["stats"]["bytes"].get<uint64_t>();
-    return 0;
+    auto classes = tc_class_table(ns, dev);
+    auto it = classes.find(classid);
+    return it == classes.end() ? 0 : it->second.bytes;
 }
 
 std::string flowid_of(const Netns& ns, const std::string& dev, const std::string& needle) {
-    std::string text = ns.exec_ok("tc filter show dev " + dev);
-    auto pos = text.find(needle);
-    if (pos == std::string::npos) return {};
-    auto head = text.rfind("flowid ", pos);
-    if (head == std::string::npos) return {};
-    head += 7;
-    return text.substr(head, text.find_first_of(" \n", head) - head);
+    return tc_flowid_of(ns, dev, needle);
 }
 
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "netns.hpp"
+#include "tc_text.hpp"
 
 namespace flowshaper::testing {
 

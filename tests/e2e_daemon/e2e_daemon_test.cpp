@@ -125,8 +125,7 @@ TEST_CASE("a client passing client_bytes over several connections is capped, ano
     for (int i = 0; i < 4 && daemon.log().find("mark client=10.200.0.2") == std::string::npos; ++i)
         download("10.200.0.2", 5201, "-n 12M");  // each connection alone is small
     REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 3000));
-    auto classes = tc_json(net.server, "class show dev veth-s");
-    CHECK(classes.size() == 3);  // root, default, the heavy client
+    CHECK(tc_class_table(net.server, "veth-s").size() == 3);  // root, default, the heavy client
 
     // The other client, on a port the rule does not name, keeps full speed meanwhile.
     std::string out = download("10.200.0.3", 5202, "-t 3");
@@ -136,7 +135,7 @@ TEST_CASE("a client passing client_bytes over several connections is capped, ano
     // Quiet for release_after: the class is gone.
     REQUIRE(daemon.wait_for_log("release client=10.200.0.2", 10000));
     std::this_thread::sleep_for(300ms);
-    CHECK(tc_json(net.server, "class show dev veth-s").size() == 2);
+    CHECK(tc_class_table(net.server, "veth-s").size() == 2);
     CHECK(conntrack_lines(net.server, {"10.200.0.2", "mark=65536"}).empty());
 }
 
@@ -175,7 +174,7 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     REQUIRE(first->wait_for_log("ready", 10000));
     upload(net, "10.200.0.2", "-t 4", true);
     REQUIRE(first->wait_for_log("mark client=10.200.0.2", 8000));
-    auto classes_before = tc_json(net.server, "class show dev veth-s").size();
+    auto classes_before = tc_class_table(net.server, "veth-s").size();
     CHECK(first->stop(SIGKILL) == 128 + SIGKILL);
     first.reset();
 
@@ -187,7 +186,7 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     CHECK(count_lines(save, "-A POSTROUTING -j FLOWSHAPER") == 1);
     CHECK(count_lines(save, ":FLOWSHAPER") == 1);
     CHECK(count_lines(save, "--restore-mark") == 1);
-    CHECK(tc_json(net.server, "class show dev veth-s").size() == classes_before);
+    CHECK(tc_class_table(net.server, "veth-s").size() == classes_before);
     CHECK(second.log().find("mark client=10.200.0.2") == std::string::npos);  // not decided twice
     std::this_thread::sleep_for(4s);  // let the upload end before the namespaces go
 }

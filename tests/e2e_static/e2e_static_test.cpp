@@ -8,10 +8,12 @@
 #include <thread>
 
 #include "netns.hpp"
+#include "tc_text.hpp"
 
 using flowshaper::testing::Netns;
 using flowshaper::testing::require_netns_privileges;
 using flowshaper::testing::sh;
+using flowshaper::testing::tc_class_table;
 using flowshaper::testing::VethPair;
 using json = nlohmann::json;
 
@@ -49,26 +51,14 @@ json tc_json(const Netns& ns, const std::string& what) {
     return json::parse(ns.exec_ok("tc -s -j " + what));
 }
 
-json find_class(const json& classes, const std::string& handle) {
-    for (const auto& c : classes)
-        if (c.value("handle", "") == handle) return c;
-    return {};
-}
-
-// The class whose u32 filter matches `needle` (e.g. "0ac80002/ffffffff at 16").
 std::string flowid_of(const Netns& ns, const std::string& needle) {
-    std::string text = ns.exec_ok("tc filter show dev veth-s");
-    auto pos = text.find(needle);
-    if (pos == std::string::npos) return {};
-    auto head = text.rfind("flowid ", pos);
-    if (head == std::string::npos) return {};
-    head += 7;
-    return text.substr(head, text.find_first_of(" \n", head) - head);
+    return flowshaper::testing::tc_flowid_of(ns, "veth-s", needle);
 }
 
 uint64_t class_bytes(const Netns& ns, const std::string& classid) {
-    auto c = find_class(tc_json(ns, "class show dev veth-s"), classid);
-    return c.is_null() ? 0 : c["stats"]["bytes"].get<uint64_t>();
+    auto classes = tc_class_table(ns, "veth-s");
+    auto it = classes.find(classid);
+    return it == classes.end() ? 0 : it->second.bytes;
 }
 
 // Downloads from the server for `seconds` with iperf3 -R from `client_addr`; returns the layer-2
@@ -127,21 +117,22 @@ TEST_CASE("the tree tc shows matches the plan, and applying it twice sends no ch
     REQUIRE(qdiscs.size() >= 1);
     CHECK(qdiscs[0]["kind"] == "htb");
     CHECK(qdiscs[0]["handle"] == "f5:");
-    auto classes = tc_json(net.server, "class show dev veth-s");
+    auto classes = tc_class_table(net.server, "veth-s");
     CHECK(classes.size() == 5);  // root, default, three clients
-    auto root = find_class(classes, "f5:1");
-    REQUIRE_FALSE(root.is_null());
-    CHECK(root["rate"].get<uint64_t>() == 125'000'000);
-    // Each client's class has its rate in bytes/s and a filter pointing at it.
-    for (auto [needle, rate] : {std::pair{"0ac80002/ffffffff at 16", 625'000u},
-                                std::pair{"0a090800/ffffff00 at 16", 875'000u},
-                                std::pair{"00010000/ffffffff at 28", 1'125'000u}}) {
+    REQUIRE(classes.count("f5:1"));
+    CHECK(classes["f5:1"].rate == "1Gbit");
+    CHECK(classes["f5:1"].parent == "root");
+    CHECK(classes["f5:2"].parent == "f5:1");
+    // Each client's class has its rate and a filter pointing at it.
+    for (auto [needle, rate] : {std::pair{"0ac80002/ffffffff at 16", "5Mbit"},
+                                std::pair{"0a090800/ffffff00 at 16", "7Mbit"},
+                                std::pair{"20010db8/ffffffff at 24", "9Mbit"}}) {
         auto id = flowid_of(net.server, needle);
         INFO(needle);
         REQUIRE_FALSE(id.empty());
-        auto c = find_class(classes, id);
-        REQUIRE_FALSE(c.is_null());
-        CHECK(c["rate"].get<uint64_t>() == rate);
+        REQUIRE(classes.count(id));
+        CHECK(classes[id].rate == rate);
+        CHECK(classes[id].parent == "f5:1");
     }
     // The plan's tc script, run by tc -batch on a second device, builds the same classes.
     std::string script;
@@ -168,9 +159,10 @@ TEST_CASE("changing one cap's rate changes that class in place and its counters 
     CHECK(out.find("veth-s: 1 changes sent") != std::string::npos);
     CHECK(out.find("change class " + id) != std::string::npos);
     CHECK(flowid_of(net.server, "0ac80002/ffffffff at 16") == id);
-    auto c = find_class(tc_json(net.server, "class show dev veth-s"), id);
-    CHECK(c["rate"].get<uint64_t>() == 1'000'000);
-    CHECK(c["stats"]["bytes"].get<uint64_t>() >= before);
+    auto classes = tc_class_table(net.server, "veth-s");
+    REQUIRE(classes.count(id));
+    CHECK(classes[id].rate == "8Mbit");
+    CHECK(classes[id].bytes >= before);
 }
 
 TEST_CASE("removing a cap removes its class and filter; flush removes everything") {
@@ -183,14 +175,14 @@ TEST_CASE("removing a cap removes its class and filter; flush removes everything
     TempFile q(policy({{"10.200.0.2", "5mbit"}}));
     REQUIRE(flowshaper(net.server, "apply " + q.path) == 0);
     CHECK(flowid_of(net.server, "0ac80009/ffffffff at 16").empty());
-    CHECK(find_class(tc_json(net.server, "class show dev veth-s"), gone).is_null());
+    CHECK(tc_class_table(net.server, "veth-s").count(gone) == 0);
     CHECK_FALSE(flowid_of(net.server, "0ac80002/ffffffff at 16").empty());
 
     REQUIRE(flowshaper(net.server, "flush") == 0);
     auto qdiscs = tc_json(net.server, "qdisc show dev veth-s");
     REQUIRE(qdiscs.size() == 1);
     CHECK(qdiscs[0]["kind"] == "noqueue");
-    CHECK(tc_json(net.server, "class show dev veth-s").empty());
+    CHECK(tc_class_table(net.server, "veth-s").empty());
     CHECK(net.server.exec_ok("tc filter show dev veth-s").empty());
 }
 

@@ -203,7 +203,7 @@ TEST_CASE("the tc -batch rendering builds the same objects as the plan") {
     CHECK_THAT(script, Catch::Contains("class add dev eth0 parent f5: classid f5:1 htb rate 1000000000bit ceil "
                                        "1000000000bit"));
     CHECK_THAT(script, Catch::Contains("filter add dev eth0 parent f5: prio 10 protocol ip handle 100: u32 divisor 256"));
-    CHECK_THAT(script, Catch::Contains("u32 ht 800:0: match u32 0x00000000 0x00000000 at 0 link 100: hashkey mask "
+    CHECK_THAT(script, Catch::Contains("handle ::1 u32 match u32 0x00000000 0x00000000 at 0 link 100: hashkey mask "
                                        "0x000000ff at 16"));
     CHECK_THAT(script, Catch::Contains("u32 ht 100:7: match u32 0xcb007107 0xffffffff at 16 flowid f5:"));
     size_t lines = std::count(script.begin(), script.end(), '\n');

@@ -65,9 +65,10 @@ struct LeafQdisc {
     Handle parent = 0;  // the leaf class
     Handle handle = 0;
     std::string kind;   // "fq_codel", "sfq", "pfifo"
-    uint32_t limit_packets = 0;  // 0: kernel default
+    uint32_t limit_packets = 0;  // 0: kernel default (read back as the device's txqueuelen)
 
     bool operator==(const LeafQdisc&) const = default;
+    bool same_config(const LeafQdisc& o) const;  // a planned limit of 0 accepts any limit
 };
 
 // One 32-bit match of a u32 selector, in host byte order (the port converts).
@@ -88,6 +89,9 @@ inline constexpr uint16_t kEthPAll = 0x0003;
 //  - Link: a node in table 800 whose match jumps into `link_table`, hashing on `hash_mask`
 //    at `hash_offset`;
 //  - Match: a node in a bucket whose keys select `classid` (terminal).
+// Table 0 in a node's handle means "the root table of this prio": the kernel numbers root tables
+// itself (800:, 801:, ... in creation order, cyclically), so the plan never names them; the port
+// resolves them when writing and reports their nodes with table 0 when reading.
 struct U32Filter {
     enum class Role : uint8_t { Table, Link, Match };
     Role role = Role::Match;
