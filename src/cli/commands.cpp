@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "flowshaper/controller/apply.hpp"
+#include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/show.hpp"
 #include "flowshaper/kernel/link_port.hpp"
 #include "flowshaper/kernel/netlink_tc_port.hpp"
@@ -131,5 +132,11 @@ int cmd_show(const std::string& file, bool json, uint64_t interval_ms) {
         std::cout << controller::render_status(*views);
     return kExitOk;
 }
+
+}  // namespace flowshaper::cli
+
+namespace flowshaper::cli {
+
+int cmd_run(const std::string& file, bool force) { return controller::run_daemon(file, force); }
 
 }  // namespace flowshaper::cli

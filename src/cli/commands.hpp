@@ -16,5 +16,6 @@ int cmd_plan(const std::string& file, const std::string& format);
 int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose);
 int cmd_flush(const std::string& file);
 int cmd_show(const std::string& file, bool json, uint64_t interval_ms);
+int cmd_run(const std::string& file, bool force);
 
 }  // namespace flowshaper::cli

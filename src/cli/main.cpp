@@ -37,6 +37,12 @@ int main(int argc, char** argv) {
     show->add_flag("--json", json, "machine-readable output");
     show->add_option("--interval", interval_ms, "milliseconds between the two reads that measure rates (0: none)");
 
+    std::string run_file;
+    bool run_force = false;
+    auto* run = app.add_subcommand("run", "The daemon: detect heavy flows, mark them, cap their clients");
+    run->add_option("FILE", run_file, "policy file")->required();
+    run->add_flag("--force", run_force, "replace a root qdisc that flowshaper did not create");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -52,5 +58,6 @@ int main(int argc, char** argv) {
     if (*apply) return cmd_apply(file, force, dry_run, verbose);
     if (*flush) return cmd_flush(file);
     if (*show) return cmd_show(file, json, interval_ms);
+    if (*run) return cmd_run(run_file, run_force);
     return kExitUsage;
 }

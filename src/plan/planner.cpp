@@ -288,3 +288,25 @@ Result<std::vector<DevicePlan>> make_plan(const PlanInput& input) {
 }
 
 }  // namespace flowshaper::plan
+
+namespace flowshaper::plan {
+
+std::vector<HeavyClient> heavy_clients_in(const policy::Policy& policy, const tc::DeviceState& state) {
+    std::vector<HeavyClient> out;
+    for (const auto& f : state.u32) {
+        auto id = identity_of(f);
+        if (!id || id->dscp < 0 || !id->prefix.is_host()) continue;
+        for (size_t i = 0; i < policy.detects.size(); ++i) {
+            const auto& rule = policy.detects[i];
+            if (rule.device == state.device && rule.dscp == id->dscp) {
+                out.push_back({i, id->prefix.address, 0});
+                break;
+            }
+        }
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+}  // namespace flowshaper::plan

@@ -211,3 +211,14 @@ TEST_CASE("the tc -batch rendering builds the same objects as the plan") {
     auto text = plan::render_text(dp);
     CHECK_THAT(text, Catch::Contains("cap customer-42 203.0.113.7  rate 5mbit ceil 10mbit"));
 }
+
+TEST_CASE("heavy clients are found again in a device's state, by their DSCP-keyed nodes") {
+    auto p = testing::small_policy();
+    auto dp = plan_one(p, {{0, *net::Address::parse("203.0.113.7"), 0}, {0, *net::Address::parse("fd00::9"), 0}});
+    auto found = plan::heavy_clients_in(p, dp.desired);
+    REQUIRE(found.size() == 2);
+    CHECK(found[0].rule_index == 0);
+    CHECK(found[0].client == *net::Address::parse("203.0.113.7"));
+    CHECK(found[1].client == *net::Address::parse("fd00::9"));
+    CHECK(plan::heavy_clients_in(p, plan_one(p).desired).empty());  // static caps are not heavy
+}

@@ -74,3 +74,12 @@ uint32_t burst_for(uint64_t bytes_per_s);
 uint32_t quantum_for(uint64_t bytes_per_s);
 
 }  // namespace flowshaper::plan
+
+namespace flowshaper::plan {
+
+// The heavy clients whose classes a device already has (u32 layout: DSCP-keyed host nodes;
+// the rule is the first [[detect]] rule of the device with that DSCP). For adoption after a
+// restart. The fw layout carries no address: those are adopted from conntrack marks instead.
+std::vector<HeavyClient> heavy_clients_in(const policy::Policy& policy, const tc::DeviceState& state);
+
+}  // namespace flowshaper::plan

@@ -1,0 +1,93 @@
+// The daemon's logic, driven by the event loop (run.cpp) or by tests with fakes and a manual
+// clock: notice heavy clients, cap them, mark their connections, release them.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "flowshaper/common/result.hpp"
+#include "flowshaper/detect/detector.hpp"
+#include "flowshaper/kernel/conntrack_port.hpp"
+#include "flowshaper/kernel/link_port.hpp"
+#include "flowshaper/kernel/mangle_port.hpp"
+#include "flowshaper/kernel/tc_port.hpp"
+#include "flowshaper/plan/marks.hpp"
+#include "flowshaper/plan/planner.hpp"
+#include "flowshaper/policy/policy.hpp"
+
+namespace flowshaper::controller {
+
+struct DaemonPorts {
+    kernel::TcPort& tc;
+    kernel::ManglePort& mangle;
+    kernel::ConntrackPort& conntrack;
+    kernel::LinkPort& links;
+};
+
+struct DaemonOptions {
+    bool force = false;  // replace a root qdisc flowshaper did not create
+};
+
+class Daemon {
+public:
+    Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log, DaemonOptions options = {});
+
+    // Makes conntrack usable (accounting, the mangle rules that switch it on), adopts heavy
+    // clients that a previous run left in the kernel, and applies the tree. An error leaves
+    // nothing of this start behind that stop() would not remove.
+    Status start(uint64_t now_ms);
+    // One poll cycle: dump, account, decide, act.
+    Status poll(uint64_t now_ms);
+    // New connections of heavy clients get their mark at once; lost events trigger a resync.
+    Status on_conntrack_events(uint64_t now_ms);
+    // Leaves the host as on_exit says: flush (default) removes every chain, class and mark.
+    Status stop();
+    // Swaps in a new policy (SIGHUP); heavy clients of rules that still exist stay capped.
+    Status reload(policy::Policy policy, uint64_t now_ms);
+
+    uint64_t poll_interval_ms() const { return policy_.settings.poll_interval_ms; }
+    std::vector<plan::HeavyClient> heavy() const;
+
+private:
+    struct HeavyKey {
+        size_t rule = 0;
+        net::Address client;
+        auto operator<=>(const HeavyKey&) const = default;
+    };
+    struct HeavyState {
+        uint32_t mark = 0;         // the ctmark value its connections get
+        uint32_t client_no = 0;    // fw: its number in the client field
+    };
+
+    Status reconcile_tc();
+    Status ensure_mangle();
+    void adopt(uint64_t now_ms);
+    void act(const std::vector<detect::Decision>& decisions);
+    void mark_flows(const std::vector<kernel::FlowSample>& flows);
+    void clear_marks(const HeavyKey* only);
+    uint32_t mark_for(const HeavyKey& key);
+    std::optional<HeavyKey> heavy_key_of(const kernel::FlowSample& flow) const;
+
+    policy::Policy policy_;
+    DaemonPorts ports_;
+    std::shared_ptr<spdlog::logger> log_;
+    DaemonOptions options_;
+    plan::MarkLayout marks_;
+    bool fw_ = false;
+    std::unique_ptr<detect::Detector> detector_;
+    std::vector<net::Address> local_;
+    std::map<HeavyKey, HeavyState> heavy_;
+    std::set<uint32_t> free_client_numbers_;
+    bool tc_dirty_ = true;
+    std::vector<kernel::FlowSample> pending_clear_;
+};
+
+// `flowshaper run FILE`: the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads.
+// Returns the process exit status.
+int run_daemon(const std::string& policy_path, bool force);
+
+}  // namespace flowshaper::controller

@@ -1,0 +1,224 @@
+#include "flowshaper/controller/daemon.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "flowshaper/controller/apply.hpp"
+#include "flowshaper/policy/units.hpp"
+
+namespace flowshaper::controller {
+
+namespace {
+
+constexpr net::Family kFamilies[] = {net::Family::V4, net::Family::V6};
+
+kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLayout& marks) {
+    kernel::MangleSpec spec;
+    spec.mark_mask = policy.settings.mark_mask;
+    for (size_t i = 0; i < policy.detects.size(); ++i)
+        spec.dscp_rules.push_back(
+            {marks.rule_value(i), marks.rule_mask(), policy.detects[i].dscp, policy.detects[i].name});
+    return spec;
+}
+
+std::string rate_text(uint64_t bits) { return policy::format_rate(bits); }
+
+}  // namespace
+
+Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log, DaemonOptions options)
+    : policy_(std::move(policy)), ports_(ports), log_(std::move(log)), options_(options) {}
+
+std::vector<plan::HeavyClient> Daemon::heavy() const {
+    std::vector<plan::HeavyClient> out;
+    for (const auto& [key, state] : heavy_) out.push_back({key.rule, key.client, state.mark});
+    return out;
+}
+
+Status Daemon::start(uint64_t now_ms) {
+    auto resolved = plan::resolve(policy_.settings, ports_.tc.features());
+    if (!resolved) return resolved.error();
+    fw_ = resolved->classifier == plan::ClassifierKind::Fw;
+    auto marks = plan::MarkLayout::make(policy_.settings.mark_mask, policy_.detects.size(), fw_);
+    if (!marks) return marks.error();
+    marks_ = *marks;
+    for (uint32_t n = 1; fw_ && n <= marks_.max_clients() && n <= 4096; ++n) free_client_numbers_.insert(n);
+    for (const auto& note : resolved->notes) log_->info("{}", note);
+
+    auto acct = ports_.mangle.ensure_conntrack_accounting();
+    if (!acct) return acct.error();
+    if (!*acct)
+        log_->info("conntrack accounting was off in this namespace: switched it on (net.netfilter.nf_conntrack_acct=1); "
+                   "connections older than this are not counted");
+    if (auto st = ensure_mangle(); !st) return st;
+    log_->info("mangle: chain {} with {} rules per family (restore mark, {} DSCP rules); conntrack is active",
+               kernel::kMangleChain, 1 + policy_.detects.size(), policy_.detects.size());
+
+    detector_ = std::make_unique<detect::Detector>(policy_.detects);
+    adopt(now_ms);
+    if (auto st = reconcile_tc(); !st) return st;
+    log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
+               policy_.interfaces.size(), policy_.caps.size(), policy_.detects.size(),
+               policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
+    return {};
+}
+
+Status Daemon::ensure_mangle() {
+    auto spec = mangle_spec(policy_, marks_);
+    for (auto family : kFamilies)
+        if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
+    return {};
+}
+
+void Daemon::adopt(uint64_t now_ms) {
+    std::vector<plan::HeavyClient> found;
+    for (const auto& iface : policy_.interfaces) {
+        auto dev = ports_.tc.read(iface.device);
+        if (!dev || dev->root_info.owner != tc::RootInfo::Owner::Ours) continue;
+        for (auto& h : plan::heavy_clients_in(policy_, dev->state)) found.push_back(h);
+    }
+    for (const auto& h : found) {
+        HeavyKey key{h.rule_index, h.client};
+        if (heavy_.count(key)) continue;
+        heavy_[key] = {mark_for(key), 0};
+        detector_->adopt(h.rule_index, h.client, now_ms);
+        log_->info("adopted heavy client {} (rule {}) from the kernel", h.client.str(),
+                   policy_.detects[h.rule_index].name);
+    }
+}
+
+uint32_t Daemon::mark_for(const HeavyKey& key) {
+    if (!fw_) return marks_.rule_value(key.rule);
+    if (free_client_numbers_.empty()) return marks_.rule_value(key.rule);
+    uint32_t n = *free_client_numbers_.begin();
+    free_client_numbers_.erase(free_client_numbers_.begin());
+    return marks_.client_value(key.rule, n);
+}
+
+Status Daemon::reconcile_tc() {
+    ApplyOptions opts;
+    opts.force = options_.force;
+    opts.heavy = heavy();
+    auto report = apply_policy(policy_, ports_.tc, opts);
+    if (!report) return report.error();
+    tc_dirty_ = false;
+    if (report->changes_sent) log_->debug("tc: {} changes sent", report->changes_sent);
+    return {};
+}
+
+std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& flow) const {
+    auto c = detector_->classify(flow);
+    if (!c) return std::nullopt;
+    HeavyKey key{c->rule_index, c->client};
+    if (!heavy_.count(key)) return std::nullopt;
+    return key;
+}
+
+void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
+    uint32_t mask = marks_.mask();
+    for (const auto& f : flows) {
+        auto key = heavy_key_of(f);
+        if (!key) continue;
+        uint32_t want = heavy_.at(*key).mark;
+        if ((f.mark & mask) == want) continue;
+        if (auto st = ports_.conntrack.set_mark(f, want, mask); !st && st.error().code != ENOENT)
+            log_->warn("set ctmark on a connection of {}: {}", key->client.str(), st.error().text());
+    }
+}
+
+void Daemon::clear_marks(const HeavyKey* only) {
+    uint32_t mask = marks_.mask();
+    auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
+        if ((f.mark & mask) == 0) return;
+        if (only) {
+            auto c = detector_ ? detector_->classify(f) : std::nullopt;
+            if (!c || c->rule_index != only->rule || c->client != only->client) return;
+        }
+        pending_clear_.push_back(f);
+    });
+    if (!st) log_->warn("conntrack dump to clear marks: {}", st.error().text());
+    for (const auto& f : pending_clear_)
+        if (auto w = ports_.conntrack.set_mark(f, 0, mask); !w && w.error().code != ENOENT)
+            log_->warn("clear ctmark: {}", w.error().text());
+    pending_clear_.clear();
+}
+
+void Daemon::act(const std::vector<detect::Decision>& decisions) {
+    for (const auto& d : decisions) {
+        HeavyKey key{d.rule_index, d.client};
+        const auto& rule = policy_.detects[d.rule_index];
+        if (d.kind == detect::Decision::Kind::Mark) {
+            if (heavy_.count(key)) continue;
+            heavy_[key] = {mark_for(key), 0};
+            tc_dirty_ = true;
+            log_->info("mark client={} rule={} {} action=cap rate={} ceil={} dscp={}", d.client.str(), rule.name,
+                       d.reason, rate_text(rule.limit.rate_bits_per_s),
+                       rate_text(std::max(rule.limit.ceil_bits_per_s, rule.limit.rate_bits_per_s)), rule.dscp);
+        } else {
+            auto it = heavy_.find(key);
+            if (it == heavy_.end()) continue;
+            clear_marks(&key);  // undo in reverse order: marks first, then the class
+            if (fw_) free_client_numbers_.insert(marks_.client_number_of(it->second.mark).value_or(0));
+            heavy_.erase(it);
+            tc_dirty_ = true;
+            log_->info("release client={} rule={} {} action=uncap", d.client.str(), rule.name, d.reason);
+        }
+    }
+}
+
+Status Daemon::poll(uint64_t now_ms) {
+    if (auto addrs = ports_.links.local_addresses(); addrs) detector_->set_local_addresses(*addrs);
+    auto flows = ports_.conntrack.dump_all();
+    if (!flows) return flows.error();
+    act(detector_->observe(now_ms, *flows));
+    if (tc_dirty_) {
+        if (auto st = reconcile_tc(); !st) {
+            log_->error("tc: {} (retrying at the next poll)", st.error().text());
+            return st;
+        }
+    }
+    mark_flows(*flows);  // the class exists before any connection is marked for it
+    return {};
+}
+
+Status Daemon::on_conntrack_events(uint64_t now_ms) {
+    std::vector<kernel::FlowSample> fresh;
+    auto lost = ports_.conntrack.drain_events([&](const kernel::FlowEvent& e) {
+        if (e.type == kernel::FlowEventType::New) fresh.push_back(e.flow);
+    });
+    if (!lost) return lost.error();
+    if (*lost) {
+        log_->warn("conntrack events were lost (receive buffer full): resynchronising with a full dump");
+        return poll(now_ms);
+    }
+    if (!tc_dirty_) mark_flows(fresh);
+    return {};
+}
+
+Status Daemon::stop() {
+    if (policy_.settings.on_exit == policy::OnExit::Keep) {
+        log_->info("exit: on_exit = keep, leaving classes, rules and marks in place");
+        return {};
+    }
+    Status result;
+    if (marks_.mask() != 0) clear_marks(nullptr);
+    for (auto family : kFamilies)
+        if (auto st = ports_.mangle.remove_all(family); !st) result = st;
+    for (const auto& iface : policy_.interfaces)
+        if (auto st = ports_.tc.remove_root(iface.device); !st) result = st;
+    log_->info("exit: removed flowshaper's mangle chains, classes and connection marks");
+    return result;
+}
+
+Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
+    policy_ = std::move(policy);
+    auto marks = plan::MarkLayout::make(policy_.settings.mark_mask, policy_.detects.size(), fw_);
+    if (!marks) return marks.error();
+    marks_ = *marks;
+    heavy_.clear();
+    detector_ = std::make_unique<detect::Detector>(policy_.detects);
+    if (auto st = ensure_mangle(); !st) return st;
+    adopt(now_ms);
+    return reconcile_tc();
+}
+
+}  // namespace flowshaper::controller
