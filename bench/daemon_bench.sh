@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Benchmarks of `flowshaper run`, in throwaway namespaces (root needed):
+#  1. detection latency: from the captured packet that takes a connection past flow_bytes to the
+#     first captured packet carrying the rule's DSCP, against one poll interval + 50 ms; and the
+#     same measured for the kernel-side alternative (an xt_connbytes rule doing the marking);
+#  2. data path: iperf3 throughput of an ordinary client through the device while flowshaper has
+#     10,000 static per-client caps and one heavy client capped, against the same device with no
+#     flowshaper state, in the same run.
+#   bench/daemon_bench.sh [BUILD_DIR]
+set -euo pipefail
+build=${1:-build}
+fs=$(realpath "$build/src/cli/flowshaper")
+srv=fsb-srv-$$ cli=fsb-cli-$$
+work=$(mktemp -d)
+daemon=
+cleanup() {
+  [[ -n $daemon ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  for ns in "$srv" "$cli"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+S() { ip netns exec "$srv" "$@"; }
+C() { ip netns exec "$cli" "$@"; }
+ip netns add "$srv"; ip netns add "$cli"
+ip link add veth-s netns "$srv" type veth peer name veth-c netns "$cli"
+S ip link set lo up; C ip link set lo up
+S ip addr add 10.200.0.1/24 dev veth-s
+C ip addr add 10.200.0.2/24 dev veth-c
+C ip addr add 10.200.0.3/24 dev veth-c
+S ip link set veth-s up; C ip link set veth-c up
+
+poll_ms=250
+threshold=50000000
+rule() {
+  cat <<TOML
+[[detect]]
+name = "bulk"
+device = "veth-s"
+protocol = "tcp"
+local_ports = [5201]
+flow_bytes = "${threshold}B"
+dscp = "CS1"
+limit = { rate = "10mbit" }
+release_after = "10m"
+TOML
+}
+start_daemon() {
+  S "$fs" run "$1" >"$work/daemon.log" 2>&1 &
+  daemon=$!
+  for _ in $(seq 300); do grep -q "ready" "$work/daemon.log" && return 0; sleep 0.1; done
+  echo "daemon did not start:"; cat "$work/daemon.log"; exit 1
+}
+stop_daemon() { kill -TERM "$daemon"; wait "$daemon" || true; daemon=; }
+
+# Latency from a capture: cumulative IP bytes of the server->client direction cross the
+# threshold at packet k; the first packet with DSCP 8 is packet m; latency = t(m) - t(k).
+latency_ms() {
+  tshark -r "$1" -T fields -e frame.time_epoch -e ip.len -e ip.dsfield.dscp 2>/dev/null |
+    awk -v thr="$threshold" '{ sum += $2; if (!crossed && sum >= thr) { crossed = $1 }
+                                if ($3 == 8 && !marked) { marked = $1 } }
+                              END { if (crossed && marked) printf "%.1f", (marked - crossed) * 1000; else print "n/a" }'
+}
+download_captured() {  # pcap file
+  S iperf3 -s -1 -D -p 5201; sleep 0.3
+  C timeout 20 tcpdump -i veth-c -n -s 96 -w "$1" 'tcp src port 5201' >/dev/null 2>&1 &
+  local cap=$!
+  sleep 0.5
+  C iperf3 -c 10.200.0.1 -B 10.200.0.2 -p 5201 -R -t 4 -b 400m >/dev/null
+  sleep 0.5; kill "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
+}
+
+echo "== detection latency (flow_bytes ${threshold} B, client downloading at 400 Mbit/s)"
+{ printf '[settings]\npoll_interval = "%sms"\n\n[[interface]]\ndevice = "veth-s"\nrate = "10gbit"\n\n' "$poll_ms"; rule; } >"$work/lat.toml"
+for run in 1 2 3; do
+  start_daemon "$work/lat.toml"
+  download_captured "$work/lat$run.pcap"
+  stop_daemon
+  printf 'flowshaper (poll %s ms), run %s: %s ms   (target: at most %s ms)\n' "$poll_ms" "$run" "$(latency_ms "$work/lat$run.pcap")" $((poll_ms + 50))
+done
+# The kernel-side alternative: xt_connbytes marks the packet that crosses the threshold itself.
+S iptables-legacy -t mangle -A POSTROUTING -p tcp --sport 5201 -m connbytes --connbytes "$threshold": \
+  --connbytes-dir reply --connbytes-mode bytes -j DSCP --set-dscp 8
+download_captured "$work/cb.pcap"
+printf 'xt_connbytes rule (kernel), for comparison: %s ms\n' "$(latency_ms "$work/cb.pcap")"
+S iptables-legacy -t mangle -F POSTROUTING
+
+echo
+echo "== data path: an ordinary client's download, 10,000 caps + one heavy client vs. no flowshaper state"
+measure() {  # prints Mbit/s of a 5 s download by 10.200.0.3 from port 5202
+  S iperf3 -s -1 -D -p 5202; sleep 0.3
+  C iperf3 -c 10.200.0.1 -B 10.200.0.3 -p 5202 -R -t 5 -J | python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
+}
+base1=$(measure)
+{ printf '[settings]\npoll_interval = "%sms"\n\n[[interface]]\ndevice = "veth-s"\nrate = "100gbit"\n\n' "$poll_ms"
+  printf '[[cap]]\nname = "customers"\ndevice = "veth-s"\nrate = "5mbit"\nclients = [\n'
+  for ((i = 0; i < 10000; i++)); do printf '  "10.%d.%d.%d",\n' $((100 + (i >> 16 & 255))) $((i >> 8 & 255)) $((i & 255)); done
+  printf ']\n\n'; rule; } >"$work/dp.toml"
+start_daemon "$work/dp.toml"
+S iperf3 -s -1 -D -p 5201; sleep 0.3
+C iperf3 -c 10.200.0.1 -B 10.200.0.2 -p 5201 -R -t 25 >/dev/null 2>&1 &
+heavy=$!
+for _ in $(seq 100); do grep -q "mark client=10.200.0.2" "$work/daemon.log" && break; sleep 0.1; done
+grep -q "mark client=10.200.0.2" "$work/daemon.log" || { echo "heavy client not detected"; cat "$work/daemon.log"; exit 1; }
+classes=$(S tc class show dev veth-s | wc -l)
+with=$(measure)
+wait "$heavy" || true
+stop_daemon
+base2=$(measure)
+base=$(( (base1 + base2) / 2 ))
+printf 'no flowshaper state: %s Mbit/s (before %s, after %s)\n' "$base" "$base1" "$base2"
+printf 'flowshaper, %s classes, heavy client capped meanwhile: %s Mbit/s\n' "$classes" "$with"
+awk -v a="$with" -v b="$base" 'BEGIN { printf "ratio: %.2f (target: at least 0.90)\n", a / b }'
