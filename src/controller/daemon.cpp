@@ -23,6 +23,27 @@ kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLay
 
 std::string rate_text(uint64_t bits) { return policy::format_rate(bits); }
 
+detect::FlowSample to_detect(const kernel::FlowSample& f) {
+    detect::FlowSample d;
+    d.id = f.id;
+    d.family = f.family;
+    d.l4proto = f.l4proto;
+    d.orig_src = f.orig_src;
+    d.orig_dst = f.orig_dst;
+    d.orig_sport = f.orig_sport;
+    d.orig_dport = f.orig_dport;
+    d.orig_bytes = f.orig_bytes;
+    d.reply_bytes = f.reply_bytes;
+    return d;
+}
+
+std::vector<detect::FlowSample> to_detect(const std::vector<kernel::FlowSample>& flows) {
+    std::vector<detect::FlowSample> out;
+    out.reserve(flows.size());
+    for (const auto& f : flows) out.push_back(to_detect(f));
+    return out;
+}
+
 }  // namespace
 
 Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log, DaemonOptions options)
@@ -53,7 +74,10 @@ Status Daemon::start(uint64_t now_ms) {
     log_->info("mangle: chain {} with {} rules per family (restore mark, {} DSCP rules); conntrack is active",
                kernel::kMangleChain, 1 + policy_.detects.size(), policy_.detects.size());
 
-    detector_ = std::make_unique<detect::Detector>(policy_.detects);
+    refresh_local_addresses();
+    detect::Options dopts;
+    dopts.poll_interval_ms = policy_.settings.poll_interval_ms;
+    detector_ = std::make_unique<detect::Detector>(policy_.detects, local_list_, dopts);
     adopt(now_ms);
     if (auto st = reconcile_tc(); !st) return st;
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
@@ -105,10 +129,23 @@ Status Daemon::reconcile_tc() {
     return {};
 }
 
+void Daemon::refresh_local_addresses() {
+    auto addrs = ports_.links.local_addresses();
+    if (!addrs) {
+        log_->warn("reading this host's addresses: {}", addrs.error().text());
+        return;
+    }
+    std::sort(addrs->begin(), addrs->end());
+    if (*addrs == local_list_) return;
+    local_list_ = *addrs;
+    local_ = detect::LocalAddresses(local_list_);
+    if (detector_) detector_->set_local_addresses(local_list_);
+}
+
 std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& flow) const {
-    auto c = detector_->classify(flow);
+    auto c = detect::classify(to_detect(flow), local_, policy_.detects);
     if (!c) return std::nullopt;
-    HeavyKey key{c->rule_index, c->client};
+    HeavyKey key{c->rule, c->client};
     if (!heavy_.count(key)) return std::nullopt;
     return key;
 }
@@ -130,8 +167,8 @@ void Daemon::clear_marks(const HeavyKey* only) {
     auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
         if ((f.mark & mask) == 0) return;
         if (only) {
-            auto c = detector_ ? detector_->classify(f) : std::nullopt;
-            if (!c || c->rule_index != only->rule || c->client != only->client) return;
+            auto c = detect::classify(to_detect(f), local_, policy_.detects);
+            if (!c || c->rule != only->rule || c->client != only->client) return;
         }
         pending_clear_.push_back(f);
     });
@@ -144,9 +181,10 @@ void Daemon::clear_marks(const HeavyKey* only) {
 
 void Daemon::act(const std::vector<detect::Decision>& decisions) {
     for (const auto& d : decisions) {
-        HeavyKey key{d.rule_index, d.client};
-        const auto& rule = policy_.detects[d.rule_index];
-        if (d.kind == detect::Decision::Kind::Mark) {
+        HeavyKey key{d.rule, d.client};
+        const auto& rule = policy_.detects[d.rule];
+        if (d.kind == detect::DecisionKind::MarkFlows) continue;  // mark_flows() covers them
+        if (d.kind == detect::DecisionKind::Mark) {
             if (heavy_.count(key)) continue;
             heavy_[key] = {mark_for(key), 0};
             tc_dirty_ = true;
@@ -166,12 +204,14 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
 }
 
 Status Daemon::poll(uint64_t now_ms) {
-    if (auto addrs = ports_.links.local_addresses(); addrs) detector_->set_local_addresses(*addrs);
+    refresh_local_addresses();
     auto flows = ports_.conntrack.dump_all();
     if (!flows) return flows.error();
-    act(detector_->observe(now_ms, *flows));
+    act(detector_->observe(now_ms, to_detect(*flows)));
     if (tc_dirty_) {
         if (auto st = reconcile_tc(); !st) {
+            // apply rolled the device back: no class, so no connection is marked for it; the
+            // heavy set stays and the next poll tries again.
             log_->error("tc: {} (retrying at the next poll)", st.error().text());
             return st;
         }
@@ -215,7 +255,9 @@ Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
     if (!marks) return marks.error();
     marks_ = *marks;
     heavy_.clear();
-    detector_ = std::make_unique<detect::Detector>(policy_.detects);
+    detect::Options dopts;
+    dopts.poll_interval_ms = policy_.settings.poll_interval_ms;
+    detector_ = std::make_unique<detect::Detector>(policy_.detects, local_list_, dopts);
     if (auto st = ensure_mangle(); !st) return st;
     adopt(now_ms);
     return reconcile_tc();

@@ -68,6 +68,7 @@ private:
     void adopt(uint64_t now_ms);
     void act(const std::vector<detect::Decision>& decisions);
     void mark_flows(const std::vector<kernel::FlowSample>& flows);
+    void refresh_local_addresses();
     void clear_marks(const HeavyKey* only);
     uint32_t mark_for(const HeavyKey& key);
     std::optional<HeavyKey> heavy_key_of(const kernel::FlowSample& flow) const;
@@ -79,7 +80,8 @@ private:
     plan::MarkLayout marks_;
     bool fw_ = false;
     std::unique_ptr<detect::Detector> detector_;
-    std::vector<net::Address> local_;
+    std::vector<net::Address> local_list_;
+    detect::LocalAddresses local_;
     std::map<HeavyKey, HeavyState> heavy_;
     std::set<uint32_t> free_client_numbers_;
     bool tc_dirty_ = true;

@@ -1,0 +1,190 @@
+// The daemon's logic over fake ports and a manual clock.
+#include <netinet/in.h>
+
+#include <catch2/catch.hpp>
+
+#include "flowshaper/controller/daemon.hpp"
+#include "flowshaper/controller/log.hpp"
+#include "flowshaper/kernel/fake_tc_port.hpp"
+#include "policy_builder.hpp"
+
+using namespace flowshaper;
+
+namespace {
+
+const auto kServer = *net::Address::parse("192.0.2.1");
+const auto kClient = *net::Address::parse("198.51.100.20");
+const auto kOther = *net::Address::parse("198.51.100.21");
+
+policy::Policy imap_policy() {
+    policy::Policy p;
+    p.file = "daemon.toml";
+    p.settings.poll_interval_ms = 1000;
+    policy::Interface eth0;
+    eth0.device = "eth0";
+    eth0.rate_bits_per_s = 1'000'000'000;
+    p.interfaces.push_back(eth0);
+    policy::Detect d;
+    d.name = "imap-sync-loop";
+    d.device = "eth0";
+    d.protocol = policy::Protocol::Tcp;
+    d.local_ports = {993};
+    d.flow_bytes = 100'000'000;
+    d.dscp = 8;
+    d.limit = {2'000'000, 4'000'000};
+    d.release_after_ms = 10'000;
+    p.detects.push_back(d);
+    return p;
+}
+
+kernel::FlowSample imap_flow(const net::Address& client, uint16_t sport, uint64_t reply_bytes) {
+    kernel::FlowSample f;
+    f.family = net::Family::V4;
+    f.l4proto = IPPROTO_TCP;
+    f.orig_src = client;
+    f.orig_dst = kServer;
+    f.orig_sport = sport;
+    f.orig_dport = 993;
+    f.orig_bytes = reply_bytes / 50;
+    f.reply_bytes = reply_bytes;
+    return f;
+}
+
+struct Rig {
+    kernel::FakeTcPort tc;
+    kernel::FakeManglePort mangle;
+    kernel::FakeConntrackPort conntrack;
+    kernel::FakeLinkPort links{{"eth0"}, {kServer}};
+    std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+    std::unique_ptr<controller::Daemon> daemon;
+
+    Rig() { tc.add_device("eth0"); }
+    void start(uint64_t now = 1000) {
+        daemon = std::make_unique<controller::Daemon>(imap_policy(), controller::DaemonPorts{tc, mangle, conntrack, links},
+                                                      controller::make_memory_logger(lines));
+        REQUIRE(daemon->start(now));
+    }
+    bool logged(const std::string& needle) const {
+        return std::any_of(lines->begin(), lines->end(), [&](auto& l) { return l.find(needle) != std::string::npos; });
+    }
+    size_t classes() const { return tc.state("eth0")->classes.size(); }
+    uint32_t mark_of(uint32_t id) const { return conntrack.find(id)->mark; }
+};
+
+}  // namespace
+
+TEST_CASE("start switches accounting on, installs the mangle rules and applies the tree") {
+    Rig rig;
+    rig.mangle.set_conntrack_accounting(false);
+    rig.start();
+    CHECK(rig.mangle.conntrack_accounting());
+    CHECK(rig.logged("conntrack accounting was off"));
+    auto lines = rig.mangle.lines(net::Family::V4);
+    CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.find("DSCP") != std::string::npos; }) == 1);
+    CHECK(rig.mangle.lines(net::Family::V6) == lines);
+    CHECK(rig.classes() == 2);  // root and default
+    CHECK(rig.logged("ready: 1 devices"));
+}
+
+TEST_CASE("a connection past flow_bytes caps its client first, then marks its connections") {
+    Rig rig;
+    rig.start();
+    uint32_t heavy = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    uint32_t light = rig.conntrack.upsert(imap_flow(kOther, 40001, 1'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    CHECK(rig.classes() == 2);
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.conntrack.upsert(imap_flow(kOther, 40001, 2'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    CHECK(rig.logged("mark client=198.51.100.20 rule=imap-sync-loop"));
+    CHECK(rig.classes() == 3);
+    CHECK(rig.mark_of(heavy) == 0x00010000);
+    CHECK(rig.mark_of(light) == 0);
+    // The class came before the mark: the last tc change precedes the first mark write.
+    REQUIRE(rig.conntrack.mark_writes().size() == 1);
+
+    // A connection it opens later, while heavy, is marked as soon as the event arrives.
+    uint32_t later = rig.conntrack.upsert(imap_flow(kClient, 40002, 0));
+    REQUIRE(rig.daemon->on_conntrack_events(3100));
+    CHECK(rig.mark_of(later) == 0x00010000);
+}
+
+TEST_CASE("a heavy client quiet for release_after loses its marks, then its class") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    REQUIRE(rig.classes() == 3);
+    for (uint64_t t = 4000; t <= 12000; t += 1000) REQUIRE(rig.daemon->poll(t));
+    CHECK(rig.classes() == 3);  // not before release_after
+    for (uint64_t t = 13000; t <= 16000; t += 1000) REQUIRE(rig.daemon->poll(t));
+    CHECK(rig.logged("release client=198.51.100.20 rule=imap-sync-loop"));
+    CHECK(rig.classes() == 2);
+    CHECK(rig.mark_of(id) == 0);
+}
+
+TEST_CASE("a restarted daemon adopts the heavy clients in the kernel and does not decide them twice") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    auto sent = rig.tc.changes_sent();
+    auto commits = rig.mangle.commits();
+    rig.daemon.reset();  // SIGKILL: nothing cleaned up
+    rig.lines->clear();
+    rig.start(50'000);
+    CHECK(rig.logged("adopted heavy client 198.51.100.20 (rule imap-sync-loop)"));
+    CHECK(rig.tc.changes_sent() == sent);      // nothing re-created
+    CHECK(rig.mangle.commits() == commits);    // nothing re-committed
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 400'000'000));
+    REQUIRE(rig.daemon->poll(51'000));
+    CHECK_FALSE(rig.logged("mark client="));
+    CHECK(rig.mark_of(id) == 0x00010000);
+}
+
+TEST_CASE("when the kernel refuses the class, no connection is marked and the next poll tries again") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.tc.fail_change(0, ENOMEM);
+    CHECK_FALSE(rig.daemon->poll(3000));
+    CHECK(rig.classes() == 2);
+    CHECK(rig.mark_of(id) == 0);
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK(rig.classes() == 3);
+    CHECK(rig.mark_of(id) == 0x00010000);
+}
+
+TEST_CASE("stop with on_exit = flush removes chains, classes and marks; keep leaves them") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    REQUIRE(rig.daemon->stop());
+    CHECK(rig.mark_of(id) == 0);
+    CHECK(rig.mangle.lines(net::Family::V4).empty());
+    CHECK(rig.mangle.lines(net::Family::V6).empty());
+    CHECK(rig.tc.read("eth0")->root_info.owner == tc::RootInfo::Owner::KernelDefault);
+}
+
+TEST_CASE("lost conntrack events trigger a full resync") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.conntrack.overflow_events();
+    auto dumps = rig.conntrack.dumps();
+    REQUIRE(rig.daemon->on_conntrack_events(2500));
+    CHECK(rig.conntrack.dumps() > dumps);
+    CHECK(rig.logged("events were lost"));
+    CHECK(rig.mark_of(id) == 0x00010000);
+}
