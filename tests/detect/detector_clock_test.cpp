@@ -1,0 +1,227 @@
+// The detector's life cycle: clock steps, the baseline, adoption after a restart, connections
+// reported between polls, revocation, address changes.
+#include <catch2/catch.hpp>
+
+#include "detect_support.hpp"
+
+using namespace flowshaper;
+using namespace flowshaper::detect;
+using namespace flowshaper::detect::testing;
+
+namespace {
+
+constexpr uint64_t kT0 = 10'000'000'000;  // far from 0: the clock may step back an hour
+uint64_t at(uint64_t second) {
+    return kT0 + second * 1000;
+}
+
+Options every_second() {
+    Options o;
+    o.poll_interval_ms = 1000;  // clock jumps: steps over 10 s
+    return o;
+}
+
+policy::Detect rate_rule(uint64_t for_ms) {
+    auto r = rule("rate");
+    r.local_ports = {993};
+    r.client_rate_bits_per_s = 8'000'000;
+    r.for_ms = for_ms;
+    return r;
+}
+
+policy::Detect upload_rule() {
+    auto r = rule("bulk-upload");
+    r.remote_ports = {5301};
+    r.flow_bytes = 1'000'000;
+    r.release_after_ms = 10'000;
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("a clock that goes backwards counts as no time: the `for` duration is not shortened nor reset") {
+    Detector det({rate_rule(5'000)}, host_addresses(), every_second());
+    Table t;
+    t.put(inbound(1, "203.0.113.7", 993, 0));
+    det.observe(at(0), t.samples());
+    std::vector<uint64_t> now = {at(1), at(2)};
+    uint64_t back = at(2) - 3'600'000;  // an hour back
+    for (uint64_t k = 0; k < 6; ++k) now.push_back(back + k * 1000);
+    std::vector<size_t> marked_at;
+    for (size_t i = 0; i < now.size(); ++i) {
+        t.grow(1, 2'000'000);  // 16 Mbit/s every poll
+        for (const auto& d : det.observe(now[i], t.samples())) {
+            CHECK(d.measured == 16'000'000);  // no giant or negative rate
+            marked_at.push_back(i + 1);
+        }
+    }
+    // Polls 1, 2 and 4, 5, 6 are regular steps: 5 s above by poll 6. Poll 3 went back.
+    CHECK(marked_at == std::vector<size_t>{6});
+    CHECK(det.clock_anomalies() == 1);
+}
+
+TEST_CASE("a jump forward with traffic in the gap makes no giant rate") {
+    Detector det({rate_rule(2'000)}, host_addresses(), every_second());
+    Table t;
+    t.put(inbound(1, "203.0.113.7", 993, 0));
+    det.observe(at(0), t.samples());
+    uint64_t now = at(0);
+    size_t decisions = 0;
+    for (int i = 1; i <= 12; ++i) {
+        bool jump = i == 3;  // the daemon was stopped for 30 s while the client went on at 4 Mbit/s
+        now += jump ? 30'000 : 1'000;
+        t.grow(1, jump ? 15'000'000 : 500'000);
+        decisions += det.observe(now, t.samples()).size();
+    }
+    CHECK(decisions == 0);  // 15 MB in one poll would be 120 Mbit/s over a 1 s step
+    CHECK(det.clock_anomalies() == 1);
+}
+
+TEST_CASE("a jump forward (suspend) releases nobody; quiet time goes on from regular steps only") {
+    Detector det({upload_rule()}, host_addresses(), every_second());
+    Table t;
+    const char* clients[] = {"198.51.100.1", "198.51.100.2", "198.51.100.3"};
+    for (uint32_t i = 0; i < 3; ++i) t.put(outbound(i + 1, clients[i], 5301, 0));
+    det.observe(at(0), t.samples());
+    for (uint32_t i = 0; i < 3; ++i) t.grow(i + 1, 2'000'000);
+    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 3);
+    CHECK(det.observe(at(2), t.samples()).empty());  // quiet since 1 s
+    uint64_t resumed = at(2) + 3'600'000;
+    CHECK(det.observe(resumed, t.samples()).empty());  // an hour later: no mass release
+    CHECK(det.heavy_clients().size() == 3);
+    for (uint64_t k = 1; k <= 8; ++k) CHECK(det.observe(resumed + k * 1000, t.samples()).empty());
+    auto ds = det.observe(resumed + 9 * 1000, t.samples());  // 1 s before the jump + 9 s after
+    CHECK(count(ds, DecisionKind::Release) == 3);
+    CHECK_THAT(ds[0].reason, Catch::Contains("quiet for 10000 ms"));
+    CHECK(det.clock_anomalies() == 1);
+}
+
+TEST_CASE("the first poll is a baseline: old bytes count for flow_bytes, not for client_bytes") {
+    auto window = rule("window");
+    window.local_ports = {993};
+    window.client_bytes = 1'000'000;
+    window.window_ms = 60'000;
+    auto upload = upload_rule();
+    Detector det({window, upload}, host_addresses(), every_second());
+    Table t;
+    t.put(inbound(1, "203.0.113.7", 993, 5'000'000));
+    t.put(outbound(2, "198.51.100.9", 5301, 5'000'000));
+    auto ds = det.observe(at(0), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].rule == 1);
+    CHECK(ds[0].measured == 5'000'000);
+    t.grow(1, 600'000);
+    CHECK(det.observe(at(1), t.samples()).empty());
+    t.grow(1, 500'000);
+    ds = det.observe(at(2), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].rule == 0);
+    CHECK(ds[0].measured == 1'100'000);
+}
+
+TEST_CASE(
+    "an adopted client gets no second Mark, its connections are re-marked, quiet counts from adoption") {
+    Detector det({upload_rule()}, host_addresses(), every_second());
+    CHECK_FALSE(det.adopt(1, addr("198.51.100.9"), at(0)));  // no such rule
+    REQUIRE(det.adopt(0, addr("198.51.100.9"), at(0)));
+    Table t;
+    t.put(outbound(1, "198.51.100.9", 5301, 5'000'000));
+    t.put(outbound(2, "198.51.100.9", 5301, 10));
+    t.put(outbound(3, "198.51.100.10", 5301, 10));
+    auto ds = det.observe(at(0), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kind == DecisionKind::MarkFlows);
+    CHECK(ds[0].flow_ids == std::vector<uint32_t>{1, 2});
+    for (uint64_t s = 1; s <= 9; ++s) CHECK(det.observe(at(s), t.samples()).empty());
+    ds = det.observe(at(10), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kind == DecisionKind::Release);
+    CHECK(ds[0].measured == 0);
+}
+
+TEST_CASE("connections opened between polls are reported once, by flows_to_mark or by the next poll") {
+    Detector det({upload_rule()}, host_addresses(), every_second());
+    Table t;
+    t.put(outbound(1, "198.51.100.9", 5301, 0));
+    det.observe(at(0), t.samples());
+    t.grow(1, 2'000'000);
+    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 1);
+
+    FlowSample opened = outbound(7, "198.51.100.9", 5301, 0);  // a NEW event
+    FlowSample other = outbound(8, "198.51.100.10", 5301, 0);  // a client that is not heavy
+    auto ds = det.flows_to_mark({other, opened});
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kind == DecisionKind::MarkFlows);
+    CHECK(ds[0].client == addr("198.51.100.9"));
+    CHECK(ds[0].flow_ids == std::vector<uint32_t>{7});
+    CHECK(ds[0].sample_indices == std::vector<size_t>{1});
+    CHECK(det.flows_to_mark({opened}).empty());
+
+    t.put(opened);
+    t.put(other);
+    t.put(outbound(9, "198.51.100.9", 5301, 0));  // opened and dumped before any event said so
+    ds = det.observe(at(2), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].flow_ids == std::vector<uint32_t>{9});
+    CHECK(det.flows_to_mark(t.samples()).empty());
+}
+
+TEST_CASE("a revoked Mark is decided again at the next poll") {
+    Detector det({upload_rule()}, host_addresses(), every_second());
+    Table t;
+    t.put(outbound(1, "198.51.100.9", 5301, 0));
+    det.observe(at(0), t.samples());
+    t.grow(1, 2'000'000);
+    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 1);
+    det.revoke(0, addr("198.51.100.9"));
+    CHECK_FALSE(det.is_heavy(0, addr("198.51.100.9")));
+    auto ds = det.observe(at(2), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kind == DecisionKind::Mark);
+    CHECK(ds[0].flow_ids == std::vector<uint32_t>{1});
+}
+
+TEST_CASE("a new address of this host reclassifies flows, which start from their current counter") {
+    auto r = rule("window");
+    r.client_bytes = 1'000'000;
+    r.window_ms = 60'000;
+    Detector det({r}, host_addresses(), every_second());
+    Table t;
+    FlowSample f = inbound(1, "203.0.113.7", 993, 5'000'000);
+    f.orig_dst = addr("192.0.2.50");  // not ours yet: forwarded, no rule has prefixes
+    t.put(f);
+    det.observe(at(0), t.samples());
+    CHECK(det.tracked_flows() == 0);
+    auto local = host_addresses();
+    local.push_back(addr("192.0.2.50"));
+    det.set_local_addresses(local);
+    t.grow(1, 300'000);
+    CHECK(det.observe(at(1), t.samples()).empty());
+    CHECK(det.tracked_flows() == 1);
+    t.grow(1, 1'200'000);
+    auto ds = det.observe(at(2), t.samples());
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].measured == 1'200'000);
+}
+
+TEST_CASE("clients with no connections left and an empty window are forgotten") {
+    auto r = rule("window");
+    r.local_ports = {993};
+    r.client_bytes = 10'000'000;
+    r.window_ms = 10'000;  // slots of 167 ms
+    Detector det({r}, host_addresses(), every_second());
+    Table t;
+    t.put(inbound(1, "203.0.113.7", 993, 0));
+    det.observe(at(0), t.samples());
+    t.grow(1, 1'000);
+    det.observe(at(1), t.samples());
+    t.end(1);
+    std::vector<size_t> clients;
+    for (uint64_t s = 2; s <= 12; ++s) {
+        det.observe(at(s), t.samples());
+        clients.push_back(det.tracked_clients());
+    }
+    // Its 1,000 bytes (added at 1 s) leave the window at 11 s, then nothing is left of it.
+    CHECK(clients == std::vector<size_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0});
+    CHECK(det.tracked_flows() == 0);
+}
