@@ -139,6 +139,19 @@ TEST_CASE(
     CHECK(ds[0].measured == 0);
 }
 
+TEST_CASE("a client adopted between polls is quiet from its adoption on, not from the poll before") {
+    Detector det({upload_rule()}, host_addresses(), every_second());
+    Table t;
+    t.put(outbound(1, "198.51.100.9", 5301, 10));
+    for (uint64_t s = 0; s <= 5; ++s) CHECK(det.observe(at(s), t.samples()).empty());
+    REQUIRE(det.adopt(0, addr("198.51.100.9"), at(5) + 500));
+    std::vector<uint64_t> released_at;
+    for (uint64_t s = 6; s <= 20; ++s)
+        for (const auto& d : det.observe(at(s), t.samples()))
+            if (d.kind == DecisionKind::Release) released_at.push_back(s);
+    CHECK(released_at == std::vector<uint64_t>{16});  // 10 s after 5.5 s
+}
+
 TEST_CASE("connections opened between polls are reported once, by flows_to_mark or by the next poll") {
     Detector det({upload_rule()}, host_addresses(), every_second());
     Table t;

@@ -277,6 +277,31 @@ TEST_CASE("a released client that turns heavy again needs another flow_bytes") {
     CHECK(marked_at == std::vector<uint64_t>{8});
 }
 
+TEST_CASE("a release empties the client's window: it needs another client_bytes to be marked again") {
+    auto r = mailbox_rule();  // 3,000,000 bytes in 60 s; quiet below 400 kbit/s (3 MB per minute)
+    r.release_after_ms = 3'000;
+    Detector det({r}, host_addresses(), every_second());
+    Table t;
+    t.put(inbound(1, "203.0.113.7", 993, 0));
+    t.put(inbound(2, "203.0.113.7", 993, 0));
+    det.observe(at(0), t.samples());
+    t.grow(1, 1'600'000);
+    t.grow(2, 1'600'000);
+    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 1);
+    CHECK(det.observe(at(2), t.samples()).empty());
+    CHECK(det.observe(at(3), t.samples()).empty());
+    REQUIRE(count(det.observe(at(4), t.samples()), DecisionKind::Release) == 1);
+    std::vector<uint64_t> marked_at;
+    for (uint64_t s = 5; s <= 10; ++s) {
+        t.grow(1, s == 9 ? 3'000'000 : 10);  // 3,200,000 bytes are still inside the 60 s
+        for (const auto& d : det.observe(at(s), t.samples())) {
+            CHECK(d.measured == 3'000'040);
+            marked_at.push_back(s);
+        }
+    }
+    CHECK(marked_at == std::vector<uint64_t>{9});
+}
+
 TEST_CASE("IPv6 clients are accounted and marked like IPv4 ones") {
     Detector det({mailbox_rule()}, host_addresses(), every_second());
     Table t;

@@ -20,12 +20,36 @@ void* operator new(std::size_t n) {
     live_heap_bytes += static_cast<int64_t>(malloc_usable_size(p));
     return p;
 }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    void* p = std::malloc(n == 0 ? 1 : n);
+    if (p) live_heap_bytes += static_cast<int64_t>(malloc_usable_size(p));
+    return p;
+}
 void operator delete(void* p) noexcept {
     if (!p) return;
     live_heap_bytes -= static_cast<int64_t>(malloc_usable_size(p));
     std::free(p);
 }
+// The other forms too, so that every new/delete pair of this binary meets the same malloc/free.
 void operator delete(void* p, std::size_t) noexcept {
+    operator delete(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    operator delete(p);
+}
+void* operator new[](std::size_t n) {
+    return operator new(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
+    return operator new(n, t);
+}
+void operator delete[](void* p) noexcept {
+    operator delete(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    operator delete(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
     operator delete(p);
 }
 
@@ -33,7 +57,7 @@ using namespace flowshaper;
 using namespace flowshaper::detect;
 using namespace flowshaper::detect::testing;
 
-TEST_CASE("100,000 tracked flows cost under 64 bytes each (32-byte records, load at most 3/4)") {
+TEST_CASE("a hundred thousand tracked flows cost under 64 bytes each (32-byte records, load at most 3/4)") {
     CHECK(Detector::flow_record_bytes() == 32);
     auto r = rule("imap");
     r.local_ports = {993};
