@@ -77,7 +77,7 @@ TEST_CASE("a jump forward with traffic in the gap makes no giant rate") {
     CHECK(det.clock_anomalies() == 1);
 }
 
-TEST_CASE("a jump forward (suspend) releases nobody; quiet time goes on from regular steps only") {
+TEST_CASE("a jump forward (suspend) releases nobody and quiet time goes on from regular steps only") {
     Detector det({upload_rule()}, host_addresses(), every_second());
     Table t;
     const char* clients[] = {"198.51.100.1", "198.51.100.2", "198.51.100.3"};

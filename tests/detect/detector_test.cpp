@@ -217,7 +217,8 @@ TEST_CASE("excluded clients are never marked nor tracked") {
     CHECK(det.tracked_flows() == 1);
 }
 
-TEST_CASE("release comes after release_after of quiet, not before; a loud poll restarts the quiet time") {
+TEST_CASE(
+    "release comes after release_after of quiet and not before, and a loud poll restarts the quiet time") {
     auto r = upload_rule();  // limit 2 Mbit/s: quiet below 1 Mbit/s = 125,000 bytes per 1 s poll
     r.release_after_ms = 10'000;
     Detector det({r}, host_addresses(), every_second());
@@ -390,7 +391,7 @@ TEST_CASE("the rate rule needs the full `for` duration above client_rate") {
     }
 }
 
-TEST_CASE("the first matching rule takes the flow; later rules never see it") {
+TEST_CASE("the first matching rule takes the flow and later rules never see it") {
     auto first = rule("first");
     first.local_ports = {993};
     first.flow_bytes = 10'000'000;
