@@ -134,8 +134,7 @@ std::optional<int64_t> TableReader::integer(std::string_view key, int64_t min, i
     const toml::node* n = present(key, false);
     if (!n) return std::nullopt;
     if (!n->is_integer()) {
-        sink_.error(value_loc(key),
-                    "'" + std::string(key) + "' must be an integer such as " + std::string(example));
+        sink_.error(value_loc(key), "'" + std::string(key) + "' must be an integer " + std::string(example));
         return std::nullopt;
     }
     int64_t v = n->as_integer()->get();

@@ -2,7 +2,16 @@
 // position (or the table's, for a missing key). Internal to the policy module.
 #pragma once
 
+// toml++ is used header-only and without exceptions (parse errors come back as values).
 #define TOML_EXCEPTIONS 0
+// toml++ 3.3 states some parser preconditions with TOML_ASSERT_ASSUME: an assert() in debug builds
+// and an optimiser assumption (__builtin_assume, undefined behaviour when false) in clang release
+// builds. One of them is false for table headers such as "[[[", "[=" or "[\n": the parser itself
+// then reports "expected bare key starting character" correctly, but the assert aborts first.
+// Input must never crash the loader, so the assumptions become no-ops (what g++ release builds get).
+#include <toml++/impl/preprocessor.h>
+#undef TOML_ASSERT_ASSUME
+#define TOML_ASSERT_ASSUME(expr) static_assert(true)
 #include <toml++/toml.h>
 
 #include <map>

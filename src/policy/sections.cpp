@@ -88,7 +88,7 @@ Class read_class(Sink& sink, const toml::table& table, Locs& locs) {
     c.ceil_bits_per_s = r.rate("ceil", false).value_or(c.rate_bits_per_s);
     check_ceil(r, c.rate_bits_per_s, c.ceil_bits_per_s);
     c.parent = r.string("parent", false);
-    c.prio = static_cast<uint32_t>(r.integer("prio", 0, 7, "0 (highest) to 7").value_or(0));
+    c.prio = static_cast<uint32_t>(r.integer("prio", 0, 7, "from 0 (highest) to 7").value_or(0));
     c.burst_bytes = r.size("burst", false);
     locs = r.locs();
     if (c.name.empty() || !valid_class_name(c.name)) locs.erase("name");

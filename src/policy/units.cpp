@@ -151,6 +151,12 @@ std::optional<uint64_t> parse_quantity(const Quantity& q, std::string_view text,
         }
     } else if (const Unit* unit = find_unit(q, n->unit)) {
         factor = unit->factor;
+    } else if (size_t first = n->unit.find_first_not_of(' ');
+               first != 0 && first != std::string_view::npos && find_unit(q, n->unit.substr(first))) {
+        std::string joined(text.substr(0, text.size() - n->unit.size()));
+        fail(error, "space between number and unit in " + quoted(text),
+             joined + std::string(n->unit.substr(first)));
+        return std::nullopt;
     } else {
         std::vector<std::string_view> names;
         for (size_t i = 0; i < q.unit_count; ++i) names.push_back(q.units[i].name);
