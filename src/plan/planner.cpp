@@ -69,6 +69,7 @@ private:
     }
 
     Status static_classes();
+    std::set<std::string> parent_names(const std::vector<policy::Class>& classes) const;
     void collect_slots();
     Status client_classes();
     void add_leaf(tc::Handle classid);
@@ -90,6 +91,17 @@ void DevicePlanner::add_leaf(tc::Handle classid) {
     plan_.desired.leaves.push_back(q);
 }
 
+std::set<std::string> DevicePlanner::parent_names(const std::vector<policy::Class>& classes) const {
+    std::set<std::string> parents;
+    for (const auto& c : classes)
+        if (c.parent) parents.insert(*c.parent);
+    for (const auto& cap : in_.policy->caps)
+        if (cap.device == iface_.device && cap.parent) parents.insert(*cap.parent);
+    for (const auto& d : in_.policy->detects)
+        if (d.device == iface_.device && d.parent) parents.insert(*d.parent);
+    return parents;
+}
+
 Status DevicePlanner::static_classes() {
     auto& st = plan_.desired;
     st.root = tc::HtbQdisc{tc::kRootQdisc, tc::make_handle(tc::kMajor, kDefaultClassMinor), 10};
@@ -106,9 +118,14 @@ Status DevicePlanner::static_classes() {
         classes.push_back(implicit);
         default_name = implicit.name;
     }
+    // HTB sends traffic whose default class is an inner class straight to the device, unshaped.
+    // So when the default class is also a parent, its unclassified traffic gets a leaf of its
+    // own below it, and that leaf is what HTB's default names (always f5:2).
+    auto parents = parent_names(classes);
+    bool default_is_parent = parents.count(default_name) > 0;
     uint16_t next = 3;
     for (const auto& c : classes) {
-        if (c.name == default_name) {
+        if (c.name == default_name && !default_is_parent) {
             class_ids_[c.name] = tc::make_handle(tc::kMajor, kDefaultClassMinor);
             continue;
         }
@@ -130,22 +147,15 @@ Status DevicePlanner::static_classes() {
             st.classes.push_back(cls);
             placed.insert(c.name);
             done[i] = true;
+            if (c.name == default_name && default_is_parent) {
+                auto rest = make_class(tc::make_handle(tc::kMajor, kDefaultClassMinor), cls.classid,
+                                       c.rate_bits_per_s, c.ceil_bits_per_s, c.prio,
+                                       "class " + c.name + ": unclassified traffic");
+                st.classes.push_back(rest);
+                add_leaf(rest.classid);
+            }
         }
     }
-    // The default class must stay a leaf: HTB sends traffic for an inner default class
-    // straight to the device, unshaped.
-    std::set<std::string> parents;
-    for (const auto& c : classes)
-        if (c.parent) parents.insert(*c.parent);
-    for (const auto& cap : in_.policy->caps)
-        if (cap.device == iface_.device && cap.parent) parents.insert(*cap.parent);
-    for (const auto& d : in_.policy->detects)
-        if (d.device == iface_.device && d.parent) parents.insert(*d.parent);
-    if (parents.count(default_name))
-        return make_error("plan", iface_.device, 0,
-                          "the default class '" + default_name +
-                              "' is also a parent; unclassified traffic would bypass shaping. Make another "
-                              "class the default or the parent");
     for (const auto& c : classes)
         if (!parents.count(c.name)) add_leaf(class_ids_[c.name]);
     return {};

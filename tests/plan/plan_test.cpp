@@ -153,14 +153,21 @@ TEST_CASE("a leaf qdisc is planned under every leaf class when the kernel has a 
     for (const auto& q : st.leaves) CHECK(tc::major_of(q.handle) == tc::minor_of(q.parent));
 }
 
-TEST_CASE("a default class that is also a parent is refused") {
+TEST_CASE("a default class that is also a parent gets a leaf of its own for unclassified traffic") {
     auto p = testing::small_policy();
     p.caps[0].parent = "normal";
-    plan::PlanInput in;
-    in.policy = &p;
-    auto r = plan::make_plan(in);
-    REQUIRE_FALSE(r);
-    CHECK_THAT(r.error().text(), Catch::Contains("default class 'normal' is also a parent"));
+    auto dp = plan_one(p);
+    auto* normal = find_class(dp.desired, "class normal");
+    auto* rest = find_class(dp.desired, "class normal: unclassified traffic");
+    REQUIRE(normal);
+    REQUIRE(rest);
+    CHECK(rest->classid == dp.desired.root->default_class);
+    CHECK(rest->classid == tc::make_handle(0xf5, 2));
+    CHECK(rest->parent == normal->classid);
+    CHECK(normal->classid != tc::make_handle(0xf5, 2));
+    auto* capped = find_class(dp.desired, "cap customer-42 203.0.113.7");
+    REQUIRE(capped);
+    CHECK(capped->parent == normal->classid);
 }
 
 TEST_CASE("re-planning with what the kernel has keeps every client's class and node ids") {
