@@ -43,7 +43,7 @@ std::string policy(const std::vector<std::pair<std::string, std::string>>& caps)
     return text;
 }
 
-int flowshaper(const Netns& ns, const std::string& args, std::string* out = nullptr) {
+int run_fs(const Netns& ns, const std::string& args, std::string* out = nullptr) {
     return ns.exec(std::string(FLOWSHAPER_BIN) + " " + args, out);
 }
 
@@ -88,7 +88,7 @@ TEST_CASE("a capped client downloads at its cap within 5% at layer 2; an uncappe
     net.add_client_address("10.200.0.3/24");
     net.add_client_address("fd00:200::3/64");
     TempFile p(policy({{"10.200.0.2", "20mbit"}, {"fd00:200::2", "30mbit"}}));
-    REQUIRE(flowshaper(net.server, "apply " + p.path) == 0);
+    REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
     auto v4_class = flowid_of(net.server, "0ac80002/ffffffff at 16");
     REQUIRE_FALSE(v4_class.empty());
 
@@ -112,7 +112,7 @@ TEST_CASE("the tree tc shows matches the plan, and applying it twice sends no ch
     VethPair net("tree");
     TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.9.8.0/24", "7mbit"}, {"2001:db8:1::/64", "9mbit"}}));
     std::string out;
-    REQUIRE(flowshaper(net.server, "apply " + p.path, &out) == 0);
+    REQUIRE(run_fs(net.server, "apply " + p.path, &out) == 0);
     auto qdiscs = tc_json(net.server, "qdisc show dev veth-s");
     REQUIRE(qdiscs.size() >= 1);
     CHECK(qdiscs[0]["kind"] == "htb");
@@ -136,10 +136,10 @@ TEST_CASE("the tree tc shows matches the plan, and applying it twice sends no ch
     }
     // The plan's tc script, run by tc -batch on a second device, builds the same classes.
     std::string script;
-    REQUIRE(flowshaper(net.server, "plan --format tc " + p.path, &script) == 0);
+    REQUIRE(run_fs(net.server, "plan --format tc " + p.path, &script) == 0);
     CHECK(script.find("class add dev veth-s") != std::string::npos);
 
-    REQUIRE(flowshaper(net.server, "apply " + p.path, &out) == 0);
+    REQUIRE(run_fs(net.server, "apply " + p.path, &out) == 0);
     CHECK(out.find("veth-s: 0 changes sent") != std::string::npos);
 }
 
@@ -147,7 +147,7 @@ TEST_CASE("changing one cap's rate changes that class in place and its counters 
     require_netns_privileges();
     VethPair net("chg");
     TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.200.0.9", "5mbit"}}));
-    REQUIRE(flowshaper(net.server, "apply " + p.path) == 0);
+    REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
     auto id = flowid_of(net.server, "0ac80002/ffffffff at 16");
     REQUIRE_FALSE(id.empty());
     net.server.exec_ok("ping -c 20 -i 0.01 -q 10.200.0.2");
@@ -155,7 +155,7 @@ TEST_CASE("changing one cap's rate changes that class in place and its counters 
     CHECK(before > 20 * 84);
     TempFile q(policy({{"10.200.0.2", "8mbit"}, {"10.200.0.9", "5mbit"}}));
     std::string out;
-    REQUIRE(flowshaper(net.server, "apply -v " + q.path, &out) == 0);
+    REQUIRE(run_fs(net.server, "apply -v " + q.path, &out) == 0);
     CHECK(out.find("veth-s: 1 changes sent") != std::string::npos);
     CHECK(out.find("change class " + id) != std::string::npos);
     CHECK(flowid_of(net.server, "0ac80002/ffffffff at 16") == id);
@@ -169,16 +169,16 @@ TEST_CASE("removing a cap removes its class and filter; flush removes everything
     require_netns_privileges();
     VethPair net("rm");
     TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.200.0.9", "6mbit"}}));
-    REQUIRE(flowshaper(net.server, "apply " + p.path) == 0);
+    REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
     auto gone = flowid_of(net.server, "0ac80009/ffffffff at 16");
     REQUIRE_FALSE(gone.empty());
     TempFile q(policy({{"10.200.0.2", "5mbit"}}));
-    REQUIRE(flowshaper(net.server, "apply " + q.path) == 0);
+    REQUIRE(run_fs(net.server, "apply " + q.path) == 0);
     CHECK(flowid_of(net.server, "0ac80009/ffffffff at 16").empty());
     CHECK(tc_class_table(net.server, "veth-s").count(gone) == 0);
     CHECK_FALSE(flowid_of(net.server, "0ac80002/ffffffff at 16").empty());
 
-    REQUIRE(flowshaper(net.server, "flush") == 0);
+    REQUIRE(run_fs(net.server, "flush") == 0);
     auto qdiscs = tc_json(net.server, "qdisc show dev veth-s");
     REQUIRE(qdiscs.size() == 1);
     CHECK(qdiscs[0]["kind"] == "noqueue");
@@ -192,15 +192,15 @@ TEST_CASE("a root qdisc someone else configured is refused and left intact, unle
     net.server.exec_ok("tc qdisc add dev veth-s root handle 1: tbf rate 100mbit burst 32kb latency 50ms");
     TempFile p(policy({{"10.200.0.2", "5mbit"}}));
     std::string out;
-    CHECK(flowshaper(net.server, "apply " + p.path, &out) == 1);
+    CHECK(run_fs(net.server, "apply " + p.path, &out) == 1);
     CHECK(out.find("which flowshaper did not create") != std::string::npos);
     CHECK(out.find("--force") != std::string::npos);
     auto qdiscs = tc_json(net.server, "qdisc show dev veth-s");
     CHECK(qdiscs[0]["kind"] == "tbf");
     CHECK(qdiscs[0]["handle"] == "1:");
-    CHECK(flowshaper(net.server, "flush") == 0);  // flush leaves it alone too
+    CHECK(run_fs(net.server, "flush") == 0);  // flush leaves it alone too
     CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "tbf");
-    REQUIRE(flowshaper(net.server, "apply --force " + p.path) == 0);
+    REQUIRE(run_fs(net.server, "apply --force " + p.path) == 0);
     CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["handle"] == "f5:");
 }
 
@@ -209,13 +209,13 @@ TEST_CASE("an invalid policy or a missing kernel feature changes nothing") {
     VethPair net("bad");
     TempFile bad("[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbitt\"\n");
     std::string out;
-    CHECK(flowshaper(net.server, "apply " + bad.path, &out) == 1);
+    CHECK(run_fs(net.server, "apply " + bad.path, &out) == 1);
     CHECK(out.find(bad.path + ":3:8: error:") != std::string::npos);
     TempFile fw("[settings]\nclassifier = \"fw\"\n\n" + policy({{"10.200.0.2", "5mbit"}}));
-    CHECK(flowshaper(net.server, "apply " + fw.path, &out) == 1);
+    CHECK(run_fs(net.server, "apply " + fw.path, &out) == 1);
     CHECK(out.find("no cls_fw") != std::string::npos);
     CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "noqueue");
     TempFile nodev("[[interface]]\ndevice = \"nosuchdev0\"\nrate = \"1gbit\"\n");
-    CHECK(flowshaper(net.server, "apply " + nodev.path, &out) == 1);
+    CHECK(run_fs(net.server, "apply " + nodev.path, &out) == 1);
     CHECK(out.find("nosuchdev0") != std::string::npos);
 }
