@@ -90,7 +90,7 @@ void classic_case(const std::string& client, const std::string& light_client, co
        &out);
     CHECK(std::stoul(out) == 0);
     sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + "' 2>/dev/null | wc -l", &out);
-    CHECK(std::stoul(out) > 100);  // it was captured, unmarked
+    CHECK(std::stoul(out) >= 10);  // it was captured, unmarked (GSO: few, large packets)
     std::remove(pcap.c_str());
 }
 
