@@ -15,9 +15,9 @@ using namespace flowshaper::policy;
 
 namespace {
 
-std::vector<fs::path> invalid_files() {
+std::vector<fs::path> toml_files(const fs::path& dir) {
     std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(FLOWSHAPER_INVALID_DIR))
+    for (const auto& entry : fs::directory_iterator(dir))
         if (entry.path().extension() == ".toml") files.push_back(entry.path());
     std::sort(files.begin(), files.end());
     return files;
@@ -45,7 +45,7 @@ std::vector<std::string> expected_of(const fs::path& path) {
 }  // namespace
 
 TEST_CASE("there are at least 45 invalid policies, each expecting at least one error", "[loader][invalid]") {
-    auto files = invalid_files();
+    auto files = toml_files(FLOWSHAPER_INVALID_DIR);
     CHECK(files.size() >= 45);
     for (const auto& f : files) {
         INFO(f.string());
@@ -55,7 +55,7 @@ TEST_CASE("there are at least 45 invalid policies, each expecting at least one e
 
 TEST_CASE("each invalid policy yields exactly the diagnostics written in it, in file order",
           "[loader][invalid]") {
-    for (const auto& path : invalid_files()) {
+    for (const auto& path : toml_files(FLOWSHAPER_INVALID_DIR)) {
         DYNAMIC_SECTION(path.filename().string()) {
             LoadResult result = load_file(path.string());
             std::vector<std::string> actual;
@@ -66,5 +66,16 @@ TEST_CASE("each invalid policy yields exactly the diagnostics written in it, in 
             CHECK(actual == expected_of(path));
             CHECK_FALSE(result.ok());
         }
+    }
+}
+
+TEST_CASE("inputs that crashed the fuzzer load as errors", "[loader][fuzz]") {
+    auto files = toml_files(FLOWSHAPER_FUZZ_REGRESSIONS_DIR);
+    CHECK(files.size() >= 3);
+    for (const auto& path : files) {
+        INFO(path.string());
+        LoadResult result = load_file(path.string());
+        CHECK_FALSE(result.ok());
+        CHECK_FALSE(result.diagnostics.empty());
     }
 }

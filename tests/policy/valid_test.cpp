@@ -232,6 +232,14 @@ class = [
     CHECK(classes[2].prio == 7);
 }
 
+TEST_CASE("a line-ending backslash before non-ASCII text in a multi-line string is valid TOML",
+          "[loader][valid]") {
+    // toml++ 3.3 reached __builtin_unreachable here (found by fuzz_policy).
+    LoadResult r = load_string("a = \"\"\"x\\\n \xc3\xa9\"\"\"\n", "t.toml");
+    REQUIRE(r.diagnostics.size() == 1);
+    CHECK(r.diagnostics[0].format() == "t.toml:1:1: error: unknown key 'a' at the top level");
+}
+
 TEST_CASE("caps on different devices may list the same client", "[loader][valid]") {
     Policy p = load_ok(R"(
 [[interface]]
