@@ -44,7 +44,7 @@ std::vector<std::string> expected_of(const fs::path& path) {
 
 }  // namespace
 
-TEST_CASE("there are at least 45 invalid policies, each expecting at least one error", "[loader][invalid]") {
+TEST_CASE("there are at least 45 invalid policies and each expects at least one error", "[loader][invalid]") {
     auto files = toml_files(FLOWSHAPER_INVALID_DIR);
     CHECK(files.size() >= 45);
     for (const auto& f : files) {
@@ -53,7 +53,7 @@ TEST_CASE("there are at least 45 invalid policies, each expecting at least one e
     }
 }
 
-TEST_CASE("each invalid policy yields exactly the diagnostics written in it, in file order",
+TEST_CASE("each invalid policy yields exactly the diagnostics written in it in file order",
           "[loader][invalid]") {
     for (const auto& path : toml_files(FLOWSHAPER_INVALID_DIR)) {
         DYNAMIC_SECTION(path.filename().string()) {

@@ -22,7 +22,7 @@ struct Bad {
 
 }  // namespace
 
-TEST_CASE("every rate unit converts to bits per second, bps units being bytes", "[units]") {
+TEST_CASE("every rate unit converts to bits per second with bps units being bytes", "[units]") {
     const std::vector<Good> cases{
         {"1bit", 1},
         {"5kbit", 5'000},
@@ -85,7 +85,7 @@ TEST_CASE("bad rates are rejected with a message and a did-you-mean when close",
     CHECK_FALSE(parse_rate_bits_per_s("garbage", nullptr).has_value());
 }
 
-TEST_CASE("every size unit converts to bytes, decimal and binary", "[units]") {
+TEST_CASE("every size unit converts to bytes both decimal and binary", "[units]") {
     const std::vector<Good> cases{
         {"1B", 1},
         {"15KB", 15'000},
@@ -111,7 +111,7 @@ TEST_CASE("every size unit converts to bytes, decimal and binary", "[units]") {
     }
 }
 
-TEST_CASE("bad sizes are rejected, zero and overflow included", "[units]") {
+TEST_CASE("bad sizes are rejected including zero and overflow", "[units]") {
     const std::vector<Bad> cases{
         {"500MBs", "unknown size unit 'MBs' in \"500MBs\"; did you mean 'MB'?"},
         {"15kibs", "unknown size unit 'kibs' in \"15kibs\"; did you mean 'KiB'?"},
@@ -130,7 +130,7 @@ TEST_CASE("bad sizes are rejected, zero and overflow included", "[units]") {
     }
 }
 
-TEST_CASE("every duration unit converts to milliseconds; a bare number needs a unit", "[units]") {
+TEST_CASE("every duration unit converts to milliseconds and a bare number needs a unit", "[units]") {
     const std::vector<Good> good{
         {"250ms", 250},   {"1s", 1'000},     {"10m", 600'000}, {"1h", 3'600'000}, {"1.5s", 1'500},
         {"10M", 600'000}, {"2H", 7'200'000}, {"0.5m", 30'000}, {"1MS", 1},

@@ -157,7 +157,7 @@ TEST_CASE("an empty policy is valid and carries every default", "[loader][valid]
     CHECK(p.detects.empty());
 }
 
-TEST_CASE("settings accept every enum value, integers as bits and bytes, and prefixes are normalised",
+TEST_CASE("settings accept every enum value and integers as bits and bytes and prefixes are normalised",
           "[loader][valid]") {
     Policy p = load_ok(R"(
 [settings]
@@ -284,7 +284,7 @@ TEST_CASE("diagnostics format compiler-style with their severity", "[loader]") {
     CHECK(d.format() == "p.toml: note: ceil 1mbit is below rate 2mbit");
 }
 
-TEST_CASE("10,000 clients in one cap load quickly and overlaps among them are found", "[loader]") {
+TEST_CASE("ten thousand clients in one cap load and an overlap among them is found", "[loader]") {
     std::string text =
         "[[interface]]\ndevice = \"eth0\"\nrate = \"10gbit\"\n[[cap]]\nname = \"many\"\n"
         "device = \"eth0\"\nrate = \"5mbit\"\nclients = [\n";
@@ -299,7 +299,7 @@ TEST_CASE("10,000 clients in one cap load quickly and overlaps among them are fo
           "client 10.0.39.0/24 overlaps 10.0.39.0, already listed in this cap at many.toml:9993:1");
 }
 
-TEST_CASE("garbage and pathological input give diagnostics, never a crash", "[loader]") {
+TEST_CASE("garbage and pathological input give diagnostics and never a crash", "[loader]") {
     const std::vector<std::string> inputs{
         std::string("\0\xff\xfe", 3),
         std::string(300, '['),
