@@ -85,7 +85,8 @@ int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
     opts.dry_run = dry_run;
     auto report = controller::apply_policy(*pol, **port, opts);
     if (!report) return fail(report.error());
-    for (const auto& n : report->notes) std::cerr << "flowshaper: note: " << n << "\n";
+    if (verbose || dry_run)
+        for (const auto& n : report->notes) std::cerr << "flowshaper: note: " << n << "\n";
     for (const auto& dev : report->devices) {
         std::cout << dev.device << ": " << dev.changes.size() << (dry_run ? " changes to send" : " changes sent");
         if (dev.changes.empty()) std::cout << " (already as the policy says)";
