@@ -295,7 +295,9 @@ TEST_CASE("events report a new connection and the destruction of a closed one", 
 
     // Counters of the closed connections as a dump sees them while they wait in TIME_WAIT.
     std::map<uint16_t, uint64_t> dumped_bytes;
-    for (const FlowSample& f : *port->dump_all())
+    auto all = port->dump_all();  // named: a range over *temporary would dangle
+    REQUIRE(all);
+    for (const FlowSample& f : *all)
         if (f.orig_dport == 5203) dumped_bytes[f.orig_sport] = f.orig_bytes;
 
     std::vector<FlowEvent> events;
