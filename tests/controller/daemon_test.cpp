@@ -59,8 +59,9 @@ struct Rig {
     std::unique_ptr<controller::Daemon> daemon;
 
     Rig() { tc.add_device("eth0"); }
+    policy::Policy policy = imap_policy();
     void start(uint64_t now = 1000) {
-        daemon = std::make_unique<controller::Daemon>(imap_policy(), controller::DaemonPorts{tc, mangle, conntrack, links},
+        daemon = std::make_unique<controller::Daemon>(policy, controller::DaemonPorts{tc, mangle, conntrack, links},
                                                       controller::make_memory_logger(lines));
         REQUIRE(daemon->start(now));
     }
@@ -161,7 +162,7 @@ TEST_CASE("when the kernel refuses the class, no connection is marked and the ne
     CHECK(rig.mark_of(id) == 0x00010000);
 }
 
-TEST_CASE("stop with on_exit = flush removes chains, classes and marks; keep leaves them") {
+TEST_CASE("stop with on_exit = flush removes chains, classes and marks") {
     Rig rig;
     rig.start();
     uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
@@ -187,4 +188,18 @@ TEST_CASE("lost conntrack events trigger a full resync") {
     CHECK(rig.conntrack.dumps() > dumps);
     CHECK(rig.logged("events were lost"));
     CHECK(rig.mark_of(id) == 0x00010000);
+}
+
+TEST_CASE("stop with on_exit = keep leaves chains, classes and marks in place") {
+    Rig rig;
+    rig.policy.settings.on_exit = policy::OnExit::Keep;
+    rig.start();
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    REQUIRE(rig.daemon->stop());
+    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK_FALSE(rig.mangle.lines(net::Family::V4).empty());
+    CHECK(rig.classes() == 3);
 }

@@ -81,7 +81,7 @@ double download_l2_rate(const VethPair& net, const std::string& server_addr, con
 
 }  // namespace
 
-TEST_CASE("a capped client downloads at its cap within 5% at layer 2; an uncapped one is not held to it",
+TEST_CASE("a capped client downloads at its cap within 5% at layer 2, and an uncapped one is not held to it",
           "[traffic]") {
     require_netns_privileges();
     VethPair net("cap");
@@ -165,7 +165,7 @@ TEST_CASE("changing one cap's rate changes that class in place and its counters 
     CHECK(classes[id].bytes >= before);
 }
 
-TEST_CASE("removing a cap removes its class and filter; flush removes everything") {
+TEST_CASE("removing a cap removes its class and filter, and flush removes everything") {
     require_netns_privileges();
     VethPair net("rm");
     TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.200.0.9", "6mbit"}}));
