@@ -7,7 +7,9 @@
 #include "flowshaper/controller/apply.hpp"
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/show.hpp"
+#include "flowshaper/kernel/conntrack_port.hpp"
 #include "flowshaper/kernel/link_port.hpp"
+#include "flowshaper/kernel/mangle_port.hpp"
 #include "flowshaper/kernel/netlink_tc_port.hpp"
 #include "flowshaper/plan/render.hpp"
 #include "flowshaper/policy/loader.hpp"
@@ -35,9 +37,14 @@ Result<std::unique_ptr<kernel::NetlinkTcPort>> open_port() {
     return std::move(*port);
 }
 
-std::vector<std::string> devices_of(const policy::Policy& p) {
+// The devices of the policy in `file`, or none (meaning: every device) when `file` is empty;
+// nullopt when the policy has errors.
+std::optional<std::vector<std::string>> policy_devices(const std::string& file) {
     std::vector<std::string> out;
-    for (const auto& i : p.interfaces) out.push_back(i.device);
+    if (file.empty()) return out;
+    auto pol = load(file);
+    if (!pol) return std::nullopt;
+    for (const auto& i : pol->interfaces) out.push_back(i.device);
     return out;
 }
 
@@ -99,33 +106,31 @@ int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
 }
 
 int cmd_flush(const std::string& file) {
-    std::vector<std::string> devices;
-    if (!file.empty()) {
-        auto pol = load(file);
-        if (!pol) return kExitFail;
-        devices = devices_of(*pol);
-    }
+    auto devices = policy_devices(file);
+    if (!devices) return kExitFail;
     auto port = open_port();
     if (!port) return fail(port.error());
     kernel::NetlinkLinkPort links;
-    auto report = controller::flush(**port, links, devices);
+    auto mangle = kernel::make_iptc_mangle_port();
+    auto conntrack = kernel::make_nfct_conntrack_port({false});
+    if (!conntrack) return fail(conntrack.error());
+    auto report = controller::flush_all(**port, links, *mangle, **conntrack, *devices);
     if (!report) return fail(report.error());
-    if (report->devices.empty()) std::cout << "nothing of flowshaper's to remove\n";
+    if (report->devices.empty() && !report->mangle_removed && report->marks_cleared == 0)
+        std::cout << "nothing of flowshaper's to remove\n";
     for (const auto& d : report->devices) std::cout << d << ": removed flowshaper's qdisc, classes and filters\n";
+    if (report->mangle_removed) std::cout << "mangle: removed flowshaper's chains (IPv4, IPv6)\n";
+    if (report->marks_cleared) std::cout << "conntrack: cleared flowshaper's mark on " << report->marks_cleared << " connections\n";
     return kExitOk;
 }
 
 int cmd_show(const std::string& file, bool json, uint64_t interval_ms) {
-    std::vector<std::string> devices;
-    if (!file.empty()) {
-        auto pol = load(file);
-        if (!pol) return kExitFail;
-        devices = devices_of(*pol);
-    }
+    auto devices = policy_devices(file);
+    if (!devices) return kExitFail;
     auto port = open_port();
     if (!port) return fail(port.error());
     kernel::NetlinkLinkPort links;
-    auto views = controller::collect_status(**port, links, devices, interval_ms);
+    auto views = controller::collect_status(**port, links, *devices, interval_ms);
     if (!views) return fail(views.error());
     if (json)
         std::cout << controller::status_json(*views).dump(2) << "\n";

@@ -136,4 +136,29 @@ Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const s
     return report;
 }
 
+Result<FlushReport> flush_all(kernel::TcPort& port, kernel::LinkPort& links, kernel::ManglePort& mangle,
+                              kernel::ConntrackPort& conntrack, const std::vector<std::string>& devices) {
+    auto report = flush(port, links, devices);
+    if (!report) return report;
+    uint32_t mask = 0;
+    for (auto family : {net::Family::V4, net::Family::V6}) {
+        auto spec = mangle.read(family);
+        if (spec && *spec) mask |= (*spec)->mark_mask;
+        if (spec && *spec) report->mangle_removed = true;
+        if (auto st = mangle.remove_all(family); !st) return st.error();
+    }
+    if (mask == 0) return report;
+    std::vector<kernel::FlowSample> marked;
+    auto st = conntrack.dump({}, [&](const kernel::FlowSample& f) {
+        if (f.mark & mask) marked.push_back(f);
+    });
+    if (!st) return st.error();
+    for (const auto& f : marked) {
+        auto w = conntrack.set_mark(f, 0, mask);
+        if (w) ++report->marks_cleared;
+        else if (w.error().code != ENOENT) return w.error();
+    }
+    return report;
+}
+
 }  // namespace flowshaper::controller

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "flowshaper/controller/apply.hpp"
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/log.hpp"
 #include "flowshaper/kernel/fake_tc_port.hpp"
@@ -72,6 +73,15 @@ struct Rig {
     uint32_t mark_of(uint32_t id) const { return conntrack.find(id)->mark; }
 };
 
+// One connection of kClient passes flow_bytes between the polls at 2 s and 3 s; returns its id.
+uint32_t make_heavy(Rig& rig) {
+    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    return id;
+}
+
 }  // namespace
 
 TEST_CASE("start switches accounting on, installs the mangle rules and applies the tree") {
@@ -113,10 +123,7 @@ TEST_CASE("a connection past flow_bytes caps its client first, then marks its co
 TEST_CASE("a heavy client quiet for release_after loses its marks, then its class") {
     Rig rig;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
-    REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
-    REQUIRE(rig.daemon->poll(3000));
+    uint32_t id = make_heavy(rig);
     REQUIRE(rig.classes() == 3);
     for (uint64_t t = 4000; t <= 12000; t += 1000) REQUIRE(rig.daemon->poll(t));
     CHECK(rig.classes() == 3);  // not before release_after
@@ -129,10 +136,7 @@ TEST_CASE("a heavy client quiet for release_after loses its marks, then its clas
 TEST_CASE("a restarted daemon adopts the heavy clients in the kernel and does not decide them twice") {
     Rig rig;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
-    REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
-    REQUIRE(rig.daemon->poll(3000));
+    uint32_t id = make_heavy(rig);
     auto sent = rig.tc.changes_sent();
     auto commits = rig.mangle.commits();
     rig.daemon.reset();  // SIGKILL: nothing cleaned up
@@ -165,10 +169,7 @@ TEST_CASE("when the kernel refuses the class, no connection is marked and the ne
 TEST_CASE("stop with on_exit = flush removes chains, classes and marks") {
     Rig rig;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
-    REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
-    REQUIRE(rig.daemon->poll(3000));
+    uint32_t id = make_heavy(rig);
     REQUIRE(rig.daemon->stop());
     CHECK(rig.mark_of(id) == 0);
     CHECK(rig.mangle.lines(net::Family::V4).empty());
@@ -194,12 +195,32 @@ TEST_CASE("stop with on_exit = keep leaves chains, classes and marks in place") 
     Rig rig;
     rig.policy.settings.on_exit = policy::OnExit::Keep;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
-    REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
-    REQUIRE(rig.daemon->poll(3000));
+    uint32_t id = make_heavy(rig);
     REQUIRE(rig.daemon->stop());
     CHECK(rig.mark_of(id) == 0x00010000);
     CHECK_FALSE(rig.mangle.lines(net::Family::V4).empty());
     CHECK(rig.classes() == 3);
+}
+
+TEST_CASE("flush_all removes classes, both mangle chains and flowshaper's ctmark bits, and nothing else") {
+    Rig rig;
+    rig.start();
+    uint32_t id = make_heavy(rig);
+    auto foreign = imap_flow(kOther, 41000, 5);
+    foreign.mark = 0x00000007;  // someone else's bits, outside mark_mask
+    uint32_t other = rig.conntrack.upsert(foreign);
+    rig.daemon.reset();  // crashed: nothing cleaned up
+    auto r = controller::flush_all(rig.tc, rig.links, rig.mangle, rig.conntrack, {});
+    REQUIRE(r);
+    CHECK(r->devices == std::vector<std::string>{"eth0"});
+    CHECK(r->mangle_removed);
+    CHECK(r->marks_cleared == 1);
+    CHECK(rig.mark_of(id) == 0);
+    CHECK(rig.mark_of(other) == 0x00000007);
+    CHECK(rig.mangle.lines(net::Family::V4).empty());
+    CHECK(rig.mangle.lines(net::Family::V6).empty());
+    auto again = controller::flush_all(rig.tc, rig.links, rig.mangle, rig.conntrack, {});
+    REQUIRE(again);
+    CHECK_FALSE(again->mangle_removed);
+    CHECK(again->devices.empty());
 }

@@ -188,5 +188,16 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     CHECK(count_lines(save, "--restore-mark") == 1);
     CHECK(tc_class_table(net.server, "veth-s").size() == classes_before);
     CHECK(second.log().find("mark client=10.200.0.2") == std::string::npos);  // not decided twice
-    std::this_thread::sleep_for(4s);  // let the upload end before the namespaces go
+
+    // Killed again, `flowshaper flush` removes everything the daemon left.
+    CHECK(second.stop(SIGKILL) == 128 + SIGKILL);
+    CHECK_FALSE(conntrack_lines(net.server, {"10.200.0.2", "mark=65536"}).empty());
+    std::string out;
+    REQUIRE(net.server.exec(std::string(FLOWSHAPER_BIN) + " flush", &out) == 0);
+    CHECK(out.find("removed flowshaper's chains") != std::string::npos);
+    CHECK(mangle_save(net.server, false).find("FLOWSHAPER") == std::string::npos);
+    CHECK(mangle_save(net.server, true).find("FLOWSHAPER") == std::string::npos);
+    CHECK(conntrack_lines(net.server, {"mark=65536"}).empty());
+    CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "noqueue");
+    std::this_thread::sleep_for(3s);  // let the upload end before the namespaces go
 }

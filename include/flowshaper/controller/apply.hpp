@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "flowshaper/common/result.hpp"
+#include "flowshaper/kernel/conntrack_port.hpp"
 #include "flowshaper/kernel/link_port.hpp"
+#include "flowshaper/kernel/mangle_port.hpp"
 #include "flowshaper/kernel/tc_port.hpp"
 #include "flowshaper/plan/planner.hpp"
 #include "flowshaper/policy/policy.hpp"
@@ -43,10 +45,17 @@ Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, 
 
 struct FlushReport {
     std::vector<std::string> devices;  // where flowshaper's root was removed
+    bool mangle_removed = false;       // flowshaper's mangle chain was there and is gone
+    size_t marks_cleared = 0;          // connections whose flowshaper ctmark bits were cleared
 };
 
 // Removes flowshaper's root qdisc (with everything below it) from the given devices, or from
 // every device when `devices` is empty. Nothing that is not flowshaper's is touched.
 Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const std::vector<std::string>& devices);
+
+// The same, and also flowshaper's mangle chains (IPv4 and IPv6) and its bits in every
+// connection's ctmark (the mask is read back from the chain's restore rule).
+Result<FlushReport> flush_all(kernel::TcPort& port, kernel::LinkPort& links, kernel::ManglePort& mangle,
+                              kernel::ConntrackPort& conntrack, const std::vector<std::string>& devices);
 
 }  // namespace flowshaper::controller
