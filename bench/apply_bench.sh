@@ -35,20 +35,22 @@ for n in "${sizes[@]}"; do
   in_ns "$fs" plan --format tc "$work/p.toml" >"$work/p.tc" 2>/dev/null
   objects=$(wc -l <"$work/p.tc")
 
-  # Three rounds, alternating, median of each: the kernel's work dominates both.
+  # Five rounds, alternating, median of each: the kernel's work dominates both. After each
+  # teardown the kernel frees the old tree in the background: wait for that before timing.
   tc_runs=() fs_runs=()
-  for round in 1 2 3; do
+  for round in 1 2 3 4 5; do
     t0=$(now_ms); in_ns tc -batch "$work/p.tc"; t1=$(now_ms)
     tc_runs+=($((t1 - t0)))
     tc_classes=$(in_ns tc class show dev bench0 | wc -l)
     in_ns tc qdisc del dev bench0 root
+    sleep 2
     t0=$(now_ms); in_ns "$fs" apply "$work/p.toml" >/dev/null; t1=$(now_ms)
     fs_runs+=($((t1 - t0)))
     fs_classes=$(in_ns tc class show dev bench0 | wc -l)
     [[ $fs_classes == "$tc_classes" ]] || { echo "tree mismatch: $fs_classes vs $tc_classes classes" >&2; exit 1; }
-    ((round == 3)) || in_ns "$fs" flush >/dev/null
+    ((round == 5)) || { in_ns "$fs" flush >/dev/null; sleep 2; }
   done
-  median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+  median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
   tc_ms=$(median "${tc_runs[@]}") fs_ms=$(median "${fs_runs[@]}")
   printf '%-8s %-34s %8sms %8sms %8s   (runs: flowshaper %s, tc %s)\n' "$n" "full build ($objects objects)" "$fs_ms" "$tc_ms" \
     "$(awk -v a="$fs_ms" -v b="$tc_ms" 'BEGIN{printf "%.2f", (b>0? a/b : 0)}')" "${fs_runs[*]}" "${tc_runs[*]}"

@@ -68,8 +68,19 @@ Result<std::unique_ptr<NetlinkTcPort>> NetlinkTcPort::open() {
     return std::unique_ptr<NetlinkTcPort>(new NetlinkTcPort(std::move(*sock)));
 }
 
-Result<tc::ObservedDevice> NetlinkTcPort::read(const std::string& device) {
+Result<int> NetlinkTcPort::ifindex_of(const std::string& device, bool fresh) {
+    if (!fresh)
+        if (auto it = ifindex_.find(device); it != ifindex_.end()) return it->second;
     auto ifindex = detail::resolve_ifindex(*sock_, device);
+    if (ifindex)
+        ifindex_[device] = *ifindex;
+    else
+        ifindex_.erase(device);
+    return ifindex;
+}
+
+Result<tc::ObservedDevice> NetlinkTcPort::read(const std::string& device) {
+    auto ifindex = ifindex_of(device, true);
     if (!ifindex) return ifindex.error();
     Target t{*sock_, *ifindex, device};
     tc::ObservedDevice out;
@@ -101,7 +112,13 @@ Result<tc::ObservedDevice> NetlinkTcPort::read(const std::string& device) {
 }
 
 Status NetlinkTcPort::apply(const std::string& device, const Change& change) {
-    auto ifindex = detail::resolve_ifindex(*sock_, device);
+    Status st = apply_once(device, change, false);
+    if (!st && st.error().code == ENODEV) st = apply_once(device, change, true);  // re-created device
+    return st;
+}
+
+Status NetlinkTcPort::apply_once(const std::string& device, const Change& change, bool fresh) {
+    auto ifindex = ifindex_of(device, fresh);
     if (!ifindex)
         return Error{change.describe(), "on " + device, ifindex.error().code, ifindex.error().detail};
     Target t{*sock_, *ifindex, device};

@@ -50,6 +50,8 @@ Error kernel_error(std::string operation, std::string object, int err, ObjectKin
 // Receive and send buffers of the socket: large enough for a dump of thousands of classes and for
 // one request at a time (the port never has more than one request in flight).
 inline constexpr int kSocketBufferBytes = 1 << 20;
+// What one recvmsg() offers: the kernel sizes dump batches to the reader (32 KiB at most).
+inline constexpr size_t kMessageBufferBytes = 64 * 1024;
 
 class NlSocket {
 public:

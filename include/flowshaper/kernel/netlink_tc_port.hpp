@@ -57,6 +57,11 @@ private:
     uint64_t changes_sent_ = 0;
     std::optional<TcFeatures> features_;
     std::map<std::pair<int, uint16_t>, uint32_t> root_tables_;  // (ifindex, prio) -> table id
+    // Device name -> ifindex, learned by read() and the first apply(); refreshed when the kernel
+    // says the device is gone (it may have been re-created under the same name).
+    std::map<std::string, int> ifindex_;
+    Result<int> ifindex_of(const std::string& device, bool fresh);
+    Status apply_once(const std::string& device, const tc::Change& change, bool fresh);
 };
 
 }  // namespace flowshaper::kernel
