@@ -45,7 +45,7 @@ release_after = "10m"
 TOML
 }
 start_daemon() {
-  S "$fs" run "$1" >"$work/daemon.log" 2>&1 &
+  ip netns exec "$srv" "$fs" run "$1" >"$work/daemon.log" 2>&1 &  # $! is flowshaper itself
   daemon=$!
   for _ in $(seq 300); do grep -q "ready" "$work/daemon.log" && return 0; sleep 0.1; done
   echo "daemon did not start:"; cat "$work/daemon.log"; exit 1

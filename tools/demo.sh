@@ -61,7 +61,7 @@ say "the policy, checked, and what flowshaper will build"
 S "$fs" plan "$work/demo.toml"
 
 say "flowshaper run (log below, prefixed with 'log:')"
-S "$fs" run "$work/demo.toml" > >(sed -u 's/^/log: /') 2>&1 &
+ip netns exec "$srv" "$fs" run "$work/demo.toml" > >(sed -u 's/^/log: /') 2>&1 &  # $! is flowshaper itself
 daemon=$!
 for _ in $(seq 50); do S iptables-legacy-save -t mangle 2>/dev/null | grep -q FLOWSHAPER && break; sleep 0.1; done
 sleep 0.5
