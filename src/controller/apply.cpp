@@ -38,6 +38,15 @@ Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel:
     return out;
 }
 
+// The heavy clients whose classes the devices have now (for an apply that is not the daemon's).
+std::vector<plan::HeavyClient> heavy_in(const policy::Policy& policy, const std::vector<Snapshot>& snaps) {
+    std::vector<plan::HeavyClient> out;
+    for (const auto& s : snaps)
+        if (s.ours())
+            for (const auto& h : plan::heavy_clients_in(policy, s.observed.state)) out.push_back(h);
+    return out;
+}
+
 Result<std::vector<plan::DevicePlan>> plan_from(const policy::Policy& policy, kernel::TcPort& port,
                                                 const std::vector<Snapshot>& snaps,
                                                 const std::vector<plan::HeavyClient>& heavy,
@@ -78,7 +87,8 @@ Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& p
     auto snaps = read_devices(policy, port, options.force);
     if (!snaps) return snaps.error();
     ApplyReport report;
-    auto plans = plan_from(policy, port, *snaps, options.heavy, &report.notes);
+    auto heavy = options.heavy ? *options.heavy : heavy_in(policy, *snaps);
+    auto plans = plan_from(policy, port, *snaps, heavy, &report.notes);
     if (!plans) return plans.error();
 
     for (size_t i = 0; i < snaps->size(); ++i) {
@@ -126,7 +136,7 @@ Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const s
     for (const auto& name : names) {
         auto observed = port.read(name);
         if (!observed) {
-            if (observed.error().code == ENODEV && devices.empty()) continue;  // went away meanwhile
+            if (observed.error().code == ENODEV) continue;  // not here (or went away meanwhile)
             return observed.error();
         }
         if (observed->root_info.owner != tc::RootInfo::Owner::Ours) continue;

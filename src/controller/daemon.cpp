@@ -55,67 +55,103 @@ std::vector<plan::HeavyClient> Daemon::heavy() const {
     return out;
 }
 
-Status Daemon::start(uint64_t now_ms) {
-    auto resolved = plan::resolve(policy_.settings, ports_.tc.features());
+Result<Daemon::Layout> Daemon::make_layout(const policy::Policy& policy, std::vector<std::string>* notes) {
+    auto resolved = plan::resolve(policy.settings, ports_.tc.features());
     if (!resolved) return resolved.error();
-    fw_ = resolved->classifier == plan::ClassifierKind::Fw;
-    auto marks = plan::MarkLayout::make(policy_.settings.mark_mask, policy_.detects.size(), fw_);
+    Layout layout;
+    layout.fw = resolved->classifier == plan::ClassifierKind::Fw;
+    auto marks = plan::MarkLayout::make(policy.settings.mark_mask, policy.detects.size(), layout.fw);
     if (!marks) return marks.error();
-    marks_ = *marks;
+    layout.marks = *marks;
+    detect::Options dopts;
+    dopts.poll_interval_ms = policy.settings.poll_interval_ms;
+    layout.detector = std::make_unique<detect::Detector>(policy.detects, local_list_, dopts);
+    if (notes) *notes = resolved->notes;
+    return layout;
+}
+
+void Daemon::use(policy::Policy policy, Layout layout) {
+    policy_ = std::move(policy);
+    fw_ = layout.fw;
+    marks_ = layout.marks;
+    detector_ = std::move(layout.detector);
+    heavy_.clear();
+    free_client_numbers_.clear();
     for (uint32_t n = 1; fw_ && n <= marks_.max_clients() && n <= 4096; ++n) free_client_numbers_.insert(n);
-    for (const auto& note : resolved->notes) log_->info("{}", note);
+    tc_dirty_ = true;
+}
+
+Status Daemon::start(uint64_t now_ms) {
+    refresh_local_addresses();
+    std::vector<std::string> notes;
+    auto layout = make_layout(policy_, &notes);
+    if (!layout) return layout.error();  // nothing changed yet
+    use(policy_, std::move(*layout));
+    for (const auto& note : notes) log_->info("{}", note);
 
     auto acct = ports_.mangle.ensure_conntrack_accounting();
     if (!acct) return acct.error();
     if (!*acct)
         log_->info("conntrack accounting was off in this namespace: switched it on (net.netfilter.nf_conntrack_acct=1); "
                    "connections older than this are not counted");
-    if (auto st = ensure_mangle(); !st) return st;
+    auto before = ports_.mangle.read(net::Family::V4);
+    bool had_chain = before && before->has_value();
+    if (auto st = ensure_mangle(policy_, marks_); !st) return st;
     log_->info("mangle: chain {} with {} rules per family (restore mark, {} DSCP rules); conntrack is active",
                kernel::kMangleChain, 1 + policy_.detects.size(), policy_.detects.size());
-
-    refresh_local_addresses();
-    detect::Options dopts;
-    dopts.poll_interval_ms = policy_.settings.poll_interval_ms;
-    detector_ = std::make_unique<detect::Detector>(policy_.detects, local_list_, dopts);
+    if (fw_) {
+        // fw classes carry no address: a previous run's per-client marks cannot be adopted.
+        if (size_t n = clear_marks(nullptr)) log_->info("fw: cleared {} connection marks of a previous run", n);
+    }
     adopt(now_ms);
-    if (auto st = reconcile_tc(); !st) return st;
+    if (auto st = reconcile_tc(); !st) {
+        // apply rolled the devices back; undo what this start added, and only that.
+        if (!had_chain)
+            for (auto family : kFamilies) (void)ports_.mangle.remove_all(family);
+        return st;
+    }
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
                policy_.interfaces.size(), policy_.caps.size(), policy_.detects.size(),
                policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
     return {};
 }
 
-Status Daemon::ensure_mangle() {
-    auto spec = mangle_spec(policy_, marks_);
+Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks) {
+    auto spec = mangle_spec(policy, marks);
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
     return {};
 }
 
 void Daemon::adopt(uint64_t now_ms) {
-    std::vector<plan::HeavyClient> found;
     for (const auto& iface : policy_.interfaces) {
         auto dev = ports_.tc.read(iface.device);
         if (!dev || dev->root_info.owner != tc::RootInfo::Owner::Ours) continue;
-        for (auto& h : plan::heavy_clients_in(policy_, dev->state)) found.push_back(h);
-    }
-    for (const auto& h : found) {
-        HeavyKey key{h.rule_index, h.client};
-        if (heavy_.count(key)) continue;
-        heavy_[key] = {mark_for(key), 0};
-        detector_->adopt(h.rule_index, h.client, now_ms);
-        log_->info("adopted heavy client {} (rule {}) from the kernel", h.client.str(),
-                   policy_.detects[h.rule_index].name);
+        for (const auto& h : plan::heavy_clients_in(policy_, dev->state)) {
+            HeavyKey key{h.rule_index, h.client};
+            if (heavy_.count(key)) continue;
+            heavy_[key] = {marks_.rule_value(key.rule), true};
+            detector_->adopt(h.rule_index, h.client, now_ms);
+            log_->info("adopted heavy client {} (rule {}) from the kernel", h.client.str(),
+                       policy_.detects[h.rule_index].name);
+        }
     }
 }
 
-uint32_t Daemon::mark_for(const HeavyKey& key) {
+std::optional<uint32_t> Daemon::mark_for(const HeavyKey& key) {
     if (!fw_) return marks_.rule_value(key.rule);
-    if (free_client_numbers_.empty()) return marks_.rule_value(key.rule);
+    if (free_client_numbers_.empty()) return std::nullopt;
     uint32_t n = *free_client_numbers_.begin();
     free_client_numbers_.erase(free_client_numbers_.begin());
     return marks_.client_value(key.rule, n);
+}
+
+// Drops a heavy client without a release decision (its class could not be made).
+void Daemon::forget(std::map<HeavyKey, HeavyState>::iterator it) {
+    if (fw_)
+        if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
+    detector_->revoke(it->first.rule, it->first.client);
+    heavy_.erase(it);
 }
 
 Status Daemon::reconcile_tc() {
@@ -123,7 +159,21 @@ Status Daemon::reconcile_tc() {
     opts.force = options_.force;
     opts.heavy = heavy();
     auto report = apply_policy(policy_, ports_.tc, opts);
-    if (!report) return report.error();
+    if (!report) {
+        // apply rolled back: the clients that were not in the kernel yet are still not. Forget
+        // them (the detector decides again later) and keep marking the ones that are.
+        for (auto it = heavy_.begin(); it != heavy_.end();) {
+            auto next = std::next(it);
+            if (!it->second.placed) {
+                log_->error("could not cap client={} rule={}: {}; deciding again later", it->first.client.str(),
+                            policy_.detects[it->first.rule].name, report.error().text());
+                forget(it);
+            }
+            it = next;
+        }
+        return report.error();
+    }
+    for (auto& [key, state] : heavy_) state.placed = true;
     tc_dirty_ = false;
     if (report->changes_sent) log_->debug("tc: {} changes sent", report->changes_sent);
     return {};
@@ -146,7 +196,8 @@ std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& f
     auto c = detect::classify(to_detect(flow), local_, policy_.detects);
     if (!c) return std::nullopt;
     HeavyKey key{c->rule, c->client};
-    if (!heavy_.count(key)) return std::nullopt;
+    auto it = heavy_.find(key);
+    if (it == heavy_.end() || !it->second.placed) return std::nullopt;  // class first, then marks
     return key;
 }
 
@@ -162,31 +213,44 @@ void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
     }
 }
 
-void Daemon::clear_marks(const HeavyKey* only) {
+size_t Daemon::clear_marks(const HeavyKey* only) {
     uint32_t mask = marks_.mask();
+    std::vector<kernel::FlowSample> marked;
     auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
         if ((f.mark & mask) == 0) return;
         if (only) {
             auto c = detect::classify(to_detect(f), local_, policy_.detects);
             if (!c || c->rule != only->rule || c->client != only->client) return;
         }
-        pending_clear_.push_back(f);
+        marked.push_back(f);
     });
     if (!st) log_->warn("conntrack dump to clear marks: {}", st.error().text());
-    for (const auto& f : pending_clear_)
-        if (auto w = ports_.conntrack.set_mark(f, 0, mask); !w && w.error().code != ENOENT)
+    size_t cleared = 0;
+    for (const auto& f : marked) {
+        auto w = ports_.conntrack.set_mark(f, 0, mask);
+        if (w)
+            ++cleared;
+        else if (w.error().code != ENOENT)
             log_->warn("clear ctmark: {}", w.error().text());
-    pending_clear_.clear();
+    }
+    return cleared;
 }
 
 void Daemon::act(const std::vector<detect::Decision>& decisions) {
     for (const auto& d : decisions) {
+        if (d.kind == detect::DecisionKind::MarkFlows) continue;  // mark_flows() covers them
         HeavyKey key{d.rule, d.client};
         const auto& rule = policy_.detects[d.rule];
-        if (d.kind == detect::DecisionKind::MarkFlows) continue;  // mark_flows() covers them
         if (d.kind == detect::DecisionKind::Mark) {
             if (heavy_.count(key)) continue;
-            heavy_[key] = {mark_for(key), 0};
+            auto mark = mark_for(key);
+            if (!mark) {
+                log_->error("cannot cap client={} rule={}: all {} per-client fw marks of mark_mask are in use",
+                            d.client.str(), rule.name, marks_.max_clients());
+                detector_->revoke(d.rule, d.client);
+                continue;
+            }
+            heavy_[key] = {*mark, false};
             tc_dirty_ = true;
             log_->info("mark client={} rule={} {} action=cap rate={} ceil={} dscp={}", d.client.str(), rule.name,
                        d.reason, rate_text(rule.limit.rate_bits_per_s),
@@ -195,7 +259,8 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
             auto it = heavy_.find(key);
             if (it == heavy_.end()) continue;
             clear_marks(&key);  // undo in reverse order: marks first, then the class
-            if (fw_) free_client_numbers_.insert(marks_.client_number_of(it->second.mark).value_or(0));
+            if (fw_)
+                if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
             heavy_.erase(it);
             tc_dirty_ = true;
             log_->info("release client={} rule={} {} action=uncap", d.client.str(), rule.name, d.reason);
@@ -204,33 +269,31 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
 }
 
 Status Daemon::poll(uint64_t now_ms) {
+    resync_ = false;
     refresh_local_addresses();
     auto flows = ports_.conntrack.dump_all();
     if (!flows) return flows.error();
     act(detector_->observe(now_ms, to_detect(*flows)));
+    Status st;
     if (tc_dirty_) {
-        if (auto st = reconcile_tc(); !st) {
-            // apply rolled the device back: no class, so no connection is marked for it; the
-            // heavy set stays and the next poll tries again.
-            log_->error("tc: {} (retrying at the next poll)", st.error().text());
-            return st;
-        }
+        st = reconcile_tc();
+        if (!st) log_->error("tc: {} (retrying at the next poll)", st.error().text());
     }
-    mark_flows(*flows);  // the class exists before any connection is marked for it
-    return {};
+    mark_flows(*flows);  // only clients whose class is in the kernel
+    return st;
 }
 
-Status Daemon::on_conntrack_events(uint64_t now_ms) {
+Status Daemon::on_conntrack_events(uint64_t) {
     std::vector<kernel::FlowSample> fresh;
     auto lost = ports_.conntrack.drain_events([&](const kernel::FlowEvent& e) {
         if (e.type == kernel::FlowEventType::New) fresh.push_back(e.flow);
     });
     if (!lost) return lost.error();
-    if (*lost) {
-        log_->warn("conntrack events were lost (receive buffer full): resynchronising with a full dump");
-        return poll(now_ms);
+    if (*lost && !resync_) {
+        resync_ = true;  // the next poll's full dump catches up; no extra dump per overflow
+        log_->warn("conntrack events were lost (receive buffer full): the next poll resynchronises");
     }
-    if (!tc_dirty_) mark_flows(fresh);
+    mark_flows(fresh);
     return {};
 }
 
@@ -250,17 +313,35 @@ Status Daemon::stop() {
 }
 
 Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
-    policy_ = std::move(policy);
-    auto marks = plan::MarkLayout::make(policy_.settings.mark_mask, policy_.detects.size(), fw_);
-    if (!marks) return marks.error();
-    marks_ = *marks;
-    heavy_.clear();
-    detect::Options dopts;
-    dopts.poll_interval_ms = policy_.settings.poll_interval_ms;
-    detector_ = std::make_unique<detect::Detector>(policy_.detects, local_list_, dopts);
-    if (auto st = ensure_mangle(); !st) return st;
+    // Everything the new policy needs is built first; the running one stays on any error.
+    auto layout = make_layout(policy, nullptr);
+    if (!layout) return layout.error();
+    if (auto st = ensure_mangle(policy, layout->marks); !st) {
+        (void)ensure_mangle(policy_, marks_);
+        return st;
+    }
+    bool marks_changed = layout->marks.mask() != marks_.mask() || layout->marks.rule_mask() != marks_.rule_mask() ||
+                         layout->fw != fw_ || policy.detects.size() != policy_.detects.size();
+    for (size_t i = 0; !marks_changed && i < policy.detects.size(); ++i)
+        marks_changed = policy.detects[i].name != policy_.detects[i].name;
+    if (marks_changed) {
+        // Old marks would name other rules now: clear them; heavy clients are marked again.
+        size_t n = clear_marks(nullptr);
+        log_->info("reload: the mark layout changed, cleared {} connection marks", n);
+    }
+    for (const auto& old : policy_.interfaces)
+        if (!policy.find_interface(old.device)) {
+            if (auto st = ports_.tc.remove_root(old.device); !st)
+                log_->warn("reload: removing the tree of {}: {}", old.device, st.error().text());
+            else
+                log_->info("reload: {} is no longer in the policy: removed its tree", old.device);
+        }
+    use(std::move(policy), std::move(*layout));
     adopt(now_ms);
-    return reconcile_tc();
+    if (auto st = reconcile_tc(); !st) return st;  // retried at the next poll
+    log_->info("reload: {} devices, {} caps, {} detect rules", policy_.interfaces.size(), policy_.caps.size(),
+               policy_.detects.size());
+    return {};
 }
 
 }  // namespace flowshaper::controller

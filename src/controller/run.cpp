@@ -132,8 +132,7 @@ int run_daemon(const std::string& policy_path, bool force) {
     options.force = force;
     Daemon daemon(std::move(*pol), {**tc, *mangle, **conntrack, links}, log, options);
     if (auto st = daemon.start(now_ms()); !st) {
-        log->error("start: {}", st.error().text());
-        (void)daemon.stop();
+        log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
     }
     return loop(daemon, **conntrack, policy_path, *log);

@@ -139,7 +139,8 @@ private:
         for (const auto& q : have_.leaves) have[q.parent] = &q;
         for (const auto& q : want_.leaves) {
             auto it = have.find(q.parent);
-            if (it == have.end() || class_goes(q.parent))
+            // A kind cannot be changed in place: Add replaces the class's qdisc (graft).
+            if (it == have.end() || class_goes(q.parent) || it->second->kind != q.kind)
                 out_.push_back({Op::Add, q});
             else if (!it->second->same_config(q))
                 out_.push_back({Op::Modify, q});

@@ -143,7 +143,8 @@ Status DevicePlanner::static_classes() {
             if (done[i] || (c.parent && !placed.count(*c.parent))) continue;
             auto cls = make_class(class_ids_[c.name], class_handle(c.parent), c.rate_bits_per_s,
                                   c.ceil_bits_per_s, c.prio, "class " + c.name);
-            if (c.burst_bytes) cls.burst_bytes = cls.cburst_bytes = static_cast<uint32_t>(*c.burst_bytes);
+            if (c.burst_bytes)
+                cls.burst_bytes = cls.cburst_bytes = static_cast<uint32_t>(std::min<uint64_t>(*c.burst_bytes, 0x7fffffff));
             st.classes.push_back(cls);
             placed.insert(c.name);
             done[i] = true;
@@ -195,10 +196,13 @@ Status DevicePlanner::client_classes() {
     std::vector<std::optional<tc::Handle>> ids(slots_.size());
     for (size_t i = 0; i < slots_.size(); ++i) {
         const auto& s = slots_[i];
-        if (fw && s.heavy)
+        if (fw && s.heavy) {
             ids[i] = ids_.reuse_class_for_mark(s.mark);
-        else
-            ids[i] = ids_.reuse_class(s.matches.front());
+            continue;
+        }
+        // A shared cap keeps its class as long as any of its prefixes is still there.
+        for (const auto& m : s.matches)
+            if ((ids[i] = ids_.reuse_class(m))) break;
     }
     for (size_t i = 0; i < slots_.size(); ++i) {
         auto& s = slots_[i];

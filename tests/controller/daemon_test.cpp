@@ -177,7 +177,7 @@ TEST_CASE("stop with on_exit = flush removes chains, classes and marks") {
     CHECK(rig.tc.read("eth0")->root_info.owner == tc::RootInfo::Owner::KernelDefault);
 }
 
-TEST_CASE("lost conntrack events trigger a full resync") {
+TEST_CASE("lost conntrack events are caught up by the next poll's dump, not by extra dumps") {
     Rig rig;
     rig.start();
     uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
@@ -186,9 +186,59 @@ TEST_CASE("lost conntrack events trigger a full resync") {
     rig.conntrack.overflow_events();
     auto dumps = rig.conntrack.dumps();
     REQUIRE(rig.daemon->on_conntrack_events(2500));
-    CHECK(rig.conntrack.dumps() > dumps);
+    REQUIRE(rig.daemon->on_conntrack_events(2600));
+    CHECK(rig.conntrack.dumps() == dumps);
     CHECK(rig.logged("events were lost"));
+    REQUIRE(rig.daemon->poll(3000));
     CHECK(rig.mark_of(id) == 0x00010000);
+}
+
+TEST_CASE("an apply while the daemon runs keeps the heavy clients' classes") {
+    Rig rig;
+    rig.start();
+    make_heavy(rig);
+    REQUIRE(rig.classes() == 3);
+    auto r = controller::apply_policy(rig.policy, rig.tc, {});  // what `flowshaper apply` does
+    REQUIRE(r);
+    CHECK(r->changes_sent == 0);
+    CHECK(rig.classes() == 3);
+}
+
+TEST_CASE("a failed start removes the mangle chain it created and leaves an existing tree alone") {
+    Rig rig;
+    rig.tc.fail_change(0, ENOMEM);  // the root qdisc
+    rig.daemon = std::make_unique<controller::Daemon>(rig.policy, controller::DaemonPorts{rig.tc, rig.mangle, rig.conntrack, rig.links},
+                                                      controller::make_memory_logger(rig.lines));
+    CHECK_FALSE(rig.daemon->start(1000));
+    CHECK(rig.mangle.lines(net::Family::V4).empty());
+    CHECK(rig.tc.read("eth0")->root_info.owner == tc::RootInfo::Owner::KernelDefault);
+}
+
+TEST_CASE("a reload with an unusable policy keeps the running one") {
+    Rig rig;
+    rig.start();
+    uint32_t id = make_heavy(rig);
+    auto bad = rig.policy;
+    bad.settings.mark_mask = 0x1;  // one bit: too few for two rules
+    bad.detects.push_back(bad.detects[0]);
+    bad.detects.back().name = "second";
+    CHECK_FALSE(rig.daemon->reload(bad, 4000));
+    REQUIRE(rig.daemon->poll(5000));
+    CHECK(rig.classes() == 3);
+    CHECK(rig.mark_of(id) == 0x00010000);
+}
+
+TEST_CASE("a reload that changes the mark layout clears old marks and marks heavy clients again") {
+    Rig rig;
+    rig.start();
+    uint32_t id = make_heavy(rig);
+    auto next = rig.policy;
+    next.settings.mark_mask = 0x0000ff00;
+    REQUIRE(rig.daemon->reload(next, 4000));
+    CHECK(rig.logged("adopted heavy client 198.51.100.20"));
+    REQUIRE(rig.daemon->poll(5000));
+    CHECK(rig.mark_of(id) == 0x00000100);
+    CHECK(rig.classes() == 3);
 }
 
 TEST_CASE("stop with on_exit = keep leaves chains, classes and marks in place") {

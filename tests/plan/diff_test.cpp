@@ -130,3 +130,33 @@ TEST_CASE("a deleted class referenced by a filter is refused by the fake kernel 
     REQUIRE_FALSE(st);
     CHECK(st.error().code == EBUSY);
 }
+
+TEST_CASE("a leaf qdisc of another kind is replaced with an add, a new limit is changed in place") {
+    tc::DeviceState have, want;
+    have.leaves.push_back({tc::make_handle(0xf5, 2), tc::make_handle(2, 0), "sfq", 0});
+    want.leaves.push_back({tc::make_handle(0xf5, 2), tc::make_handle(2, 0), "fq_codel", 0});
+    have.classes.push_back({tc::make_handle(0xf5, 2), tc::kRootQdisc, 1000, 1000, 1600, 1600, 1514, 0, ""});
+    want.classes = have.classes;
+    auto kind = plan::diff(want, have);
+    REQUIRE(kind.size() == 1);
+    CHECK(kind[0].op == Op::Add);
+    want.leaves[0] = {tc::make_handle(0xf5, 2), tc::make_handle(2, 0), "sfq", 500};
+    have.leaves[0].limit_packets = 100;
+    auto limit = plan::diff(want, have);
+    REQUIRE(limit.size() == 1);
+    CHECK(limit[0].op == Op::Modify);
+}
+
+TEST_CASE("a shared cap keeps its class when its first prefix goes") {
+    auto p = testing::small_policy();
+    kernel::FakeTcPort port;
+    port.add_device("eth0");
+    send(port, plan::diff(plan_with(p), {}));
+    auto have = port.read("eth0");
+    REQUIRE(have);
+    p.caps[1].clients.erase(p.caps[1].clients.begin());  // scrapers: 198.51.100.0/24 goes
+    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    REQUIRE(changes.size() == 1);
+    CHECK(changes[0].op == Op::Remove);
+    CHECK(std::holds_alternative<tc::U32Filter>(changes[0].object));
+}

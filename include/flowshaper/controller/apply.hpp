@@ -1,6 +1,7 @@
 // Reconcile: read what the kernel has, plan, diff, send only the changes; roll back on failure.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,9 @@ namespace flowshaper::controller {
 struct ApplyOptions {
     bool force = false;    // replace a root qdisc flowshaper did not create
     bool dry_run = false;  // plan and diff, send nothing
-    std::vector<plan::HeavyClient> heavy;
+    // The heavy clients to keep classes for. Unset (the `apply` command): the ones the devices
+    // already have stay, so that an apply while the daemon runs lifts no cap.
+    std::optional<std::vector<plan::HeavyClient>> heavy;
 };
 
 struct DeviceOutcome {

@@ -59,18 +59,27 @@ private:
         auto operator<=>(const HeavyKey&) const = default;
     };
     struct HeavyState {
-        uint32_t mark = 0;         // the ctmark value its connections get
-        uint32_t client_no = 0;    // fw: its number in the client field
+        uint32_t mark = 0;     // the ctmark value its connections get
+        bool placed = false;   // its class and filter are in the kernel: its connections may be marked
+    };
+    // What one policy needs beyond the policy itself; built whole before it replaces the old.
+    struct Layout {
+        bool fw = false;
+        plan::MarkLayout marks;
+        std::unique_ptr<detect::Detector> detector;
     };
 
+    Result<Layout> make_layout(const policy::Policy& policy, std::vector<std::string>* notes);
+    void use(policy::Policy policy, Layout layout);
     Status reconcile_tc();
-    Status ensure_mangle();
+    Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks);
     void adopt(uint64_t now_ms);
     void act(const std::vector<detect::Decision>& decisions);
     void mark_flows(const std::vector<kernel::FlowSample>& flows);
     void refresh_local_addresses();
-    void clear_marks(const HeavyKey* only);
-    uint32_t mark_for(const HeavyKey& key);
+    size_t clear_marks(const HeavyKey* only);
+    std::optional<uint32_t> mark_for(const HeavyKey& key);
+    void forget(std::map<HeavyKey, HeavyState>::iterator it);
     std::optional<HeavyKey> heavy_key_of(const kernel::FlowSample& flow) const;
 
     policy::Policy policy_;
@@ -85,7 +94,7 @@ private:
     std::map<HeavyKey, HeavyState> heavy_;
     std::set<uint32_t> free_client_numbers_;
     bool tc_dirty_ = true;
-    std::vector<kernel::FlowSample> pending_clear_;
+    bool resync_ = false;
 };
 
 // `flowshaper run FILE`: the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads.
