@@ -149,14 +149,13 @@ std::string render_status(const std::vector<DeviceView>& views) {
                       "ceil", "bytes", "packets", "drops", "now", "for");
         out << line;
         for (const auto& c : v.classes) {
-            std::snprintf(line, sizeof line, "  %-9s %-9s %-10s %-10s %14llu %10llu %8llu %11s  %s%s\n",
+            std::snprintf(line, sizeof line, "  %-9s %-9s %-10s %-10s %14llu %10llu %8llu %11s  ",
                           tc::format_handle(c.cls.classid).c_str(), tc::format_handle(c.cls.parent).c_str(),
                           rate_text(c.cls.rate_bytes_per_s * 8).c_str(), rate_text(c.cls.ceil_bytes_per_s * 8).c_str(),
                           static_cast<unsigned long long>(c.stats.bytes),
                           static_cast<unsigned long long>(c.stats.packets),
-                          static_cast<unsigned long long>(c.stats.drops), rate_text(c.rate_bits_per_s).c_str(),
-                          c.what.c_str(), c.is_default ? " [default]" : "");
-            out << line;
+                          static_cast<unsigned long long>(c.stats.drops), rate_text(c.rate_bits_per_s).c_str());
+            out << line << c.what << (c.is_default ? " [default]" : "") << "\n";  // `what` may be long
         }
     }
     return out.str();

@@ -1,6 +1,7 @@
 // Cross-table checks: duplicate names and devices, parents and cycles, guaranteed-rate sums,
 // devices without an [[interface]], and clients capped twice.
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -206,6 +207,21 @@ void check_all_clients(Sink& sink, const Draft& draft) {
     for (auto& [device, refs] : by_device) check_clients(sink, draft, refs);
 }
 
+// Each [[detect]] rule needs its own value in the mark bits (0 means: not heavy).
+void check_mark_room(Sink& sink, const Draft& draft) {
+    const auto& detects = draft.policy.detects;
+    int bits = __builtin_popcount(draft.policy.settings.mark_mask);
+    uint64_t room = bits >= 32 ? 0xffffffffull : (1ull << bits) - 1;
+    if (draft.policy.settings.classifier == Classifier::Fw) room = bits >= 2 ? (1ull << (bits - 1)) - 1 : 0;
+    if (detects.size() <= room) return;
+    const Detect& d = detects[room];
+    char mask[16];
+    std::snprintf(mask, sizeof mask, "0x%x", draft.policy.settings.mark_mask);
+    sink.error(d.loc, "[[detect]] '" + d.name + "' is rule " + std::to_string(room + 1) + ", but mark_mask " + mask +
+                          " has room for " + std::to_string(room) + " rule" + (room == 1 ? "" : "s") +
+                          " (each needs its own mark value); widen mark_mask");
+}
+
 }  // namespace
 
 void check_policy(Sink& sink, const Draft& draft) {
@@ -228,6 +244,7 @@ void check_policy(Sink& sink, const Draft& draft) {
         check_device_ref(sink, draft, draft.detect_locs[i], draft.policy.detects[i].device,
                          draft.policy.detects[i].parent);
     check_all_clients(sink, draft);
+    check_mark_room(sink, draft);
 }
 
 }  // namespace flowshaper::policy::detail
