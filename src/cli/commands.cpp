@@ -78,7 +78,8 @@ int cmd_plan(const std::string& file, const std::string& format) {
     }
     if (!plans) return fail(plans.error());
     for (const auto& n : notes) std::cerr << "flowshaper: note: " << n << "\n";
-    for (const auto& dp : *plans) std::cout << (format == "tc" ? plan::render_tc_batch(dp) : plan::render_text(dp));
+    for (const auto& dp : *plans)
+        std::cout << (format == "tc" ? plan::render_tc_batch(dp) : plan::render_text(dp));
     return kExitOk;
 }
 
@@ -95,7 +96,8 @@ int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
     if (verbose || dry_run)
         for (const auto& n : report->notes) std::cerr << "flowshaper: note: " << n << "\n";
     for (const auto& dev : report->devices) {
-        std::cout << dev.device << ": " << dev.changes.size() << (dry_run ? " changes to send" : " changes sent");
+        std::cout << dev.device << ": " << dev.changes.size()
+                  << (dry_run ? " changes to send" : " changes sent");
         if (dev.changes.empty()) std::cout << " (already as the policy says)";
         if (dev.created_root && !dev.changes.empty()) std::cout << " (created flowshaper's root qdisc)";
         std::cout << "\n";
@@ -118,9 +120,11 @@ int cmd_flush(const std::string& file) {
     if (!report) return fail(report.error());
     if (report->devices.empty() && !report->mangle_removed && report->marks_cleared == 0)
         std::cout << "nothing of flowshaper's to remove\n";
-    for (const auto& d : report->devices) std::cout << d << ": removed flowshaper's qdisc, classes and filters\n";
+    for (const auto& d : report->devices)
+        std::cout << d << ": removed flowshaper's qdisc, classes and filters\n";
     if (report->mangle_removed) std::cout << "mangle: removed flowshaper's chains (IPv4, IPv6)\n";
-    if (report->marks_cleared) std::cout << "conntrack: cleared flowshaper's mark on " << report->marks_cleared << " connections\n";
+    if (report->marks_cleared)
+        std::cout << "conntrack: cleared flowshaper's mark on " << report->marks_cleared << " connections\n";
     return kExitOk;
 }
 
@@ -143,6 +147,8 @@ int cmd_show(const std::string& file, bool json, uint64_t interval_ms) {
 
 namespace flowshaper::cli {
 
-int cmd_run(const std::string& file, bool force) { return controller::run_daemon(file, force); }
+int cmd_run(const std::string& file, bool force) {
+    return controller::run_daemon(file, force);
+}
 
 }  // namespace flowshaper::cli

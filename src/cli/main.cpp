@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
     apply->add_flag("-n,--dry-run", dry_run, "print the changes, send nothing");
     apply->add_flag("-v,--verbose", verbose, "print every change sent");
 
-    auto* flush = app.add_subcommand("flush", "Remove what flowshaper created (on the policy's devices, or all)");
+    auto* flush =
+        app.add_subcommand("flush", "Remove what flowshaper created (on the policy's devices, or all)");
     flush->add_option("FILE", file, "policy file");
 
     bool json = false;
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
     auto* show = app.add_subcommand("show", "The live tree with counters and current rates");
     show->add_option("FILE", file, "policy file: limit to its devices");
     show->add_flag("--json", json, "machine-readable output");
-    show->add_option("--interval", interval_ms, "milliseconds between the two reads that measure rates (0: none)");
+    show->add_option("--interval", interval_ms,
+                     "milliseconds between the two reads that measure rates (0: none)");
 
     std::string run_file;
     bool run_force = false;

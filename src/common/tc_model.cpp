@@ -50,9 +50,12 @@ std::string rate_text(uint64_t bytes_per_s) {
 
 const char* op_text(Change::Op op) {
     switch (op) {
-        case Change::Op::Add: return "add";
-        case Change::Op::Modify: return "change";
-        case Change::Op::Remove: return "delete";
+        case Change::Op::Add:
+            return "add";
+        case Change::Op::Modify:
+            return "change";
+        case Change::Op::Remove:
+            return "delete";
     }
     return "?";
 }

@@ -19,7 +19,8 @@ Error refuse_foreign(const std::string& device, const tc::RootInfo& root) {
     return make_error("apply", device, EEXIST,
                       "the root qdisc is " + root.kind + " " + tc::format_handle(root.handle) +
                           ", which flowshaper did not create; it is left as it is. Remove it "
-                          "(tc qdisc del dev " + device + " root) or run 'flowshaper apply --force' to replace it");
+                          "(tc qdisc del dev " +
+                          device + " root) or run 'flowshaper apply --force' to replace it");
 }
 
 Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel::TcPort& port, bool force) {
@@ -83,7 +84,8 @@ Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, 
     return plan_from(policy, port, *snaps, heavy, notes);
 }
 
-Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port, const ApplyOptions& options) {
+Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port,
+                                 const ApplyOptions& options) {
     auto snaps = read_devices(policy, port, options.force);
     if (!snaps) return snaps.error();
     ApplyReport report;
@@ -125,7 +127,8 @@ Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& p
     return report;
 }
 
-Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const std::vector<std::string>& devices) {
+Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links,
+                          const std::vector<std::string>& devices) {
     std::vector<std::string> names = devices;
     if (names.empty()) {
         auto all = links.devices();
@@ -165,8 +168,10 @@ Result<FlushReport> flush_all(kernel::TcPort& port, kernel::LinkPort& links, ker
     if (!st) return st.error();
     for (const auto& f : marked) {
         auto w = conntrack.set_mark(f, 0, mask);
-        if (w) ++report->marks_cleared;
-        else if (w.error().code != ENOENT) return w.error();
+        if (w)
+            ++report->marks_cleared;
+        else if (w.error().code != ENOENT)
+            return w.error();
     }
     return report;
 }

@@ -21,7 +21,9 @@ kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLay
     return spec;
 }
 
-std::string rate_text(uint64_t bits) { return policy::format_rate(bits); }
+std::string rate_text(uint64_t bits) {
+    return policy::format_rate(bits);
+}
 
 detect::FlowSample to_detect(const kernel::FlowSample& f) {
     detect::FlowSample d;
@@ -46,7 +48,8 @@ std::vector<detect::FlowSample> to_detect(const std::vector<kernel::FlowSample>&
 
 }  // namespace
 
-Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log, DaemonOptions options)
+Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log,
+               DaemonOptions options)
     : policy_(std::move(policy)), ports_(ports), log_(std::move(log)), options_(options) {}
 
 std::vector<plan::HeavyClient> Daemon::heavy() const {
@@ -92,8 +95,10 @@ Status Daemon::start(uint64_t now_ms) {
     auto acct = ports_.mangle.ensure_conntrack_accounting();
     if (!acct) return acct.error();
     if (!*acct)
-        log_->info("conntrack accounting was off in this namespace: switched it on (net.netfilter.nf_conntrack_acct=1); "
-                   "connections older than this are not counted");
+        log_->info(
+            "conntrack accounting was off in this namespace: switched it on "
+            "(net.netfilter.nf_conntrack_acct=1); "
+            "connections older than this are not counted");
     auto before = ports_.mangle.read(net::Family::V4);
     bool had_chain = before && before->has_value();
     if (auto st = ensure_mangle(policy_, marks_); !st) return st;
@@ -101,7 +106,8 @@ Status Daemon::start(uint64_t now_ms) {
                kernel::kMangleChain, 1 + policy_.detects.size(), policy_.detects.size());
     if (fw_) {
         // fw classes carry no address: a previous run's per-client marks cannot be adopted.
-        if (size_t n = clear_marks(nullptr)) log_->info("fw: cleared {} connection marks of a previous run", n);
+        if (size_t n = clear_marks(nullptr))
+            log_->info("fw: cleared {} connection marks of a previous run", n);
     }
     adopt(now_ms);
     if (auto st = reconcile_tc(); !st) {
@@ -165,8 +171,9 @@ Status Daemon::reconcile_tc() {
         for (auto it = heavy_.begin(); it != heavy_.end();) {
             auto next = std::next(it);
             if (!it->second.placed) {
-                log_->error("could not cap client={} rule={}: {}; deciding again later", it->first.client.str(),
-                            policy_.detects[it->first.rule].name, report.error().text());
+                log_->error("could not cap client={} rule={}: {}; deciding again later",
+                            it->first.client.str(), policy_.detects[it->first.rule].name,
+                            report.error().text());
                 forget(it);
             }
             it = next;
@@ -245,16 +252,18 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
             if (heavy_.count(key)) continue;
             auto mark = mark_for(key);
             if (!mark) {
-                log_->error("cannot cap client={} rule={}: all {} per-client fw marks of mark_mask are in use",
-                            d.client.str(), rule.name, marks_.max_clients());
+                log_->error(
+                    "cannot cap client={} rule={}: all {} per-client fw marks of mark_mask are in use",
+                    d.client.str(), rule.name, marks_.max_clients());
                 detector_->revoke(d.rule, d.client);
                 continue;
             }
             heavy_[key] = {*mark, false};
             tc_dirty_ = true;
-            log_->info("mark client={} rule={} {} action=cap rate={} ceil={} dscp={}", d.client.str(), rule.name,
-                       d.reason, rate_text(rule.limit.rate_bits_per_s),
-                       rate_text(std::max(rule.limit.ceil_bits_per_s, rule.limit.rate_bits_per_s)), rule.dscp);
+            log_->info("mark client={} rule={} {} action=cap rate={} ceil={} dscp={}", d.client.str(),
+                       rule.name, d.reason, rate_text(rule.limit.rate_bits_per_s),
+                       rate_text(std::max(rule.limit.ceil_bits_per_s, rule.limit.rate_bits_per_s)),
+                       rule.dscp);
         } else {
             auto it = heavy_.find(key);
             if (it == heavy_.end()) continue;
@@ -320,8 +329,9 @@ Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
         (void)ensure_mangle(policy_, marks_);
         return st;
     }
-    bool marks_changed = layout->marks.mask() != marks_.mask() || layout->marks.rule_mask() != marks_.rule_mask() ||
-                         layout->fw != fw_ || policy.detects.size() != policy_.detects.size();
+    bool marks_changed = layout->marks.mask() != marks_.mask() ||
+                         layout->marks.rule_mask() != marks_.rule_mask() || layout->fw != fw_ ||
+                         policy.detects.size() != policy_.detects.size();
     for (size_t i = 0; !marks_changed && i < policy.detects.size(); ++i)
         marks_changed = policy.detects[i].name != policy_.detects[i].name;
     if (marks_changed) {

@@ -54,7 +54,8 @@ std::shared_ptr<spdlog::logger> make_stderr_logger(std::optional<bool> journal) 
 }
 
 std::shared_ptr<spdlog::logger> make_memory_logger(std::shared_ptr<std::vector<std::string>> lines) {
-    auto logger = std::make_shared<spdlog::logger>("flowshaper-test", std::make_shared<MemorySink>(std::move(lines)));
+    auto logger =
+        std::make_shared<spdlog::logger>("flowshaper-test", std::make_shared<MemorySink>(std::move(lines)));
     logger->set_level(spdlog::level::debug);
     return logger;
 }

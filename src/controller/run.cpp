@@ -59,7 +59,8 @@ int loop(Daemon& daemon, kernel::ConntrackPort& conntrack, const std::string& pa
     Fd sig(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     Fd timer(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     Fd ep(epoll_create1(EPOLL_CLOEXEC));
-    if (sig.get() < 0 || timer.get() < 0 || ep.get() < 0 || !arm_timer(timer.get(), daemon.poll_interval_ms())) {
+    if (sig.get() < 0 || timer.get() < 0 || ep.get() < 0 ||
+        !arm_timer(timer.get(), daemon.poll_interval_ms())) {
         log.error("event loop setup: {}", std::strerror(errno));
         return 1;
     }
@@ -82,7 +83,8 @@ int loop(Daemon& daemon, kernel::ConntrackPort& conntrack, const std::string& pa
                 if (read(fd, &expirations, sizeof expirations) < 0) continue;
                 if (auto st = daemon.poll(now_ms()); !st) log.warn("poll: {}", st.error().text());
             } else if (fd == conntrack.event_fd()) {
-                if (auto st = daemon.on_conntrack_events(now_ms()); !st) log.warn("events: {}", st.error().text());
+                if (auto st = daemon.on_conntrack_events(now_ms()); !st)
+                    log.warn("events: {}", st.error().text());
             } else if (fd == sig.get()) {
                 signalfd_siginfo info{};
                 if (read(fd, &info, sizeof info) != sizeof info) continue;

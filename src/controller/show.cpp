@@ -1,8 +1,8 @@
 #include "flowshaper/controller/show.hpp"
 
 #include <chrono>
-#include <functional>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -38,7 +38,8 @@ std::map<tc::Handle, std::string> describe_classes(const tc::DeviceState& st) {
             bits += __builtin_popcount(k.mask);
         }
         net::Prefix p{a, static_cast<uint8_t>(bits)};
-        text = (dscp >= 0 ? "heavy " : "client ") + p.str() + (dscp >= 0 ? " dscp " + std::to_string(dscp) : "");
+        text =
+            (dscp >= 0 ? "heavy " : "client ") + p.str() + (dscp >= 0 ? " dscp " + std::to_string(dscp) : "");
         auto& slot = out[f.classid];
         slot = slot.empty() ? text : slot + ", " + p.str();
     }
@@ -129,7 +130,9 @@ Result<std::vector<DeviceView>> collect_status(kernel::TcPort& port, kernel::Lin
         for (auto& c : views[i].classes) {
             auto it = now.find(c.cls.classid);
             if (it == now.end()) continue;
-            uint64_t delta = it->second.bytes >= before[i][c.cls.classid] ? it->second.bytes - before[i][c.cls.classid] : 0;
+            uint64_t delta = it->second.bytes >= before[i][c.cls.classid]
+                                 ? it->second.bytes - before[i][c.cls.classid]
+                                 : 0;
             c.rate_bits_per_s = static_cast<uint64_t>(static_cast<double>(delta) * 8 / secs);
             c.stats = it->second;
         }
@@ -141,20 +144,22 @@ std::string render_status(const std::vector<DeviceView>& views) {
     std::ostringstream out;
     if (views.empty()) out << "flowshaper has nothing on any device\n";
     for (const auto& v : views) {
-        out << v.device << ": " << v.classes.size() << " classes, " << v.match_filters << " u32 match filters";
+        out << v.device << ": " << v.classes.size() << " classes, " << v.match_filters
+            << " u32 match filters";
         if (v.fw_filters) out << ", " << v.fw_filters << " fw filters";
         out << "\n";
         char line[256];
-        std::snprintf(line, sizeof line, "  %-9s %-9s %-10s %-10s %14s %10s %8s %11s  %s\n", "class", "parent", "rate",
-                      "ceil", "bytes", "packets", "drops", "now", "for");
+        std::snprintf(line, sizeof line, "  %-9s %-9s %-10s %-10s %14s %10s %8s %11s  %s\n", "class",
+                      "parent", "rate", "ceil", "bytes", "packets", "drops", "now", "for");
         out << line;
         for (const auto& c : v.classes) {
-            std::snprintf(line, sizeof line, "  %-9s %-9s %-10s %-10s %14llu %10llu %8llu %11s  ",
-                          tc::format_handle(c.cls.classid).c_str(), tc::format_handle(c.cls.parent).c_str(),
-                          rate_text(c.cls.rate_bytes_per_s * 8).c_str(), rate_text(c.cls.ceil_bytes_per_s * 8).c_str(),
-                          static_cast<unsigned long long>(c.stats.bytes),
-                          static_cast<unsigned long long>(c.stats.packets),
-                          static_cast<unsigned long long>(c.stats.drops), rate_text(c.rate_bits_per_s).c_str());
+            std::snprintf(
+                line, sizeof line, "  %-9s %-9s %-10s %-10s %14llu %10llu %8llu %11s  ",
+                tc::format_handle(c.cls.classid).c_str(), tc::format_handle(c.cls.parent).c_str(),
+                rate_text(c.cls.rate_bytes_per_s * 8).c_str(), rate_text(c.cls.ceil_bytes_per_s * 8).c_str(),
+                static_cast<unsigned long long>(c.stats.bytes),
+                static_cast<unsigned long long>(c.stats.packets),
+                static_cast<unsigned long long>(c.stats.drops), rate_text(c.rate_bits_per_s).c_str());
             out << line << c.what << (c.is_default ? " [default]" : "") << "\n";  // `what` may be long
         }
     }

@@ -21,7 +21,9 @@ Error fail(const tc::Change& c, const std::string& device, int err, const std::s
 
 }  // namespace
 
-FakeTcPort::FakeTcPort() { features_.source = "fake"; }
+FakeTcPort::FakeTcPort() {
+    features_.source = "fake";
+}
 
 void FakeTcPort::add_device(const std::string& device, tc::RootInfo root) {
     Device d;
@@ -31,7 +33,9 @@ void FakeTcPort::add_device(const std::string& device, tc::RootInfo root) {
     devices_[device] = std::move(d);
 }
 
-void FakeTcPort::fail_change(uint64_t nth, int err) { fail_at_[attempts_ + nth] = err; }
+void FakeTcPort::fail_change(uint64_t nth, int err) {
+    fail_at_[attempts_ + nth] = err;
+}
 
 void FakeTcPort::fail_when(std::function<bool(const tc::Change&)> pred, int err) {
     fail_preds_.emplace_back(std::move(pred), err);
@@ -77,10 +81,12 @@ Status FakeTcPort::check(Device& dev, const tc::Change& change) const {
         if (change.op == Op::Remove) {
             if (!has_class(c->classid)) return fail(change, st.device, ENOENT);
             bool referenced =
-                std::any_of(st.classes.begin(), st.classes.end(), [&](auto& o) { return o.parent == c->classid; }) ||
+                std::any_of(st.classes.begin(), st.classes.end(),
+                            [&](auto& o) { return o.parent == c->classid; }) ||
                 std::any_of(st.u32.begin(), st.u32.end(), [&](auto& f) { return f.classid == c->classid; }) ||
                 std::any_of(st.fw.begin(), st.fw.end(), [&](auto& f) { return f.classid == c->classid; });
-            if (referenced) return fail(change, st.device, EBUSY, "still referenced by a filter or child class");
+            if (referenced)
+                return fail(change, st.device, EBUSY, "still referenced by a filter or child class");
         } else if (c->parent != tc::kRootQdisc && !has_class(c->parent)) {
             return fail(change, st.device, ENOENT, "parent class does not exist");
         }
@@ -92,7 +98,8 @@ Status FakeTcPort::check(Device& dev, const tc::Change& change) const {
         uint32_t table = tc::u32_table_of(f->handle);
         auto table_exists = [&](uint32_t t) {
             return std::any_of(st.u32.begin(), st.u32.end(), [&](auto& o) {
-                return o.role == tc::U32Filter::Role::Table && tc::u32_table_of(o.handle) == t && o.prio == f->prio;
+                return o.role == tc::U32Filter::Role::Table && tc::u32_table_of(o.handle) == t &&
+                       o.prio == f->prio;
             });
         };
         if (change.op == Op::Remove) {
@@ -148,8 +155,12 @@ void FakeTcPort::commit(Device& dev, const tc::Change& change) {
                 if (change.op != Op::Remove) st.leaves.push_back(obj);
             } else {
                 auto& list = [&]() -> auto& {
-                    if constexpr (std::is_same_v<T, tc::U32Filter>) return st.u32; else return st.fw;
-                }();
+                    if constexpr (std::is_same_v<T, tc::U32Filter>)
+                        return st.u32;
+                    else
+                        return st.fw;
+                }
+                ();
                 auto it = find_filter(list, obj);
                 if (it != list.end()) list.erase(it);
                 if (change.op != Op::Remove) {

@@ -145,7 +145,8 @@ Result<std::unique_ptr<NlSocket>> NlSocket::open() {
     // biggest dump batch (it fills at most what the reader offers, 32 KiB) instead.
     nl_socket_disable_msg_peek(sock.get());
     if (int err = nl_socket_set_msg_buf_size(sock.get(), kMessageBufferBytes); err < 0)
-        return make_error("size netlink message buffer", "NETLINK_ROUTE", nle_to_errno(err), nl_geterror(err));
+        return make_error("size netlink message buffer", "NETLINK_ROUTE", nle_to_errno(err),
+                          nl_geterror(err));
     std::unique_ptr<NlSocket> self(new NlSocket(std::move(sock)));
     // Every request of this socket keeps the kernel's errno (libnl only returns its own codes).
     nl_socket_modify_err_cb(self->get(), NL_CB_CUSTOM, &NlSocket::on_error, self.get());

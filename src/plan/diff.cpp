@@ -14,8 +14,12 @@ using Op = tc::Change::Op;
 
 using FilterKey = std::tuple<uint16_t, uint16_t, uint32_t>;  // prio, protocol, handle
 
-FilterKey key_of(const tc::U32Filter& f) { return {f.prio, f.protocol, f.handle}; }
-FilterKey key_of(const tc::FwFilter& f) { return {f.prio, f.protocol, f.handle}; }
+FilterKey key_of(const tc::U32Filter& f) {
+    return {f.prio, f.protocol, f.handle};
+}
+FilterKey key_of(const tc::FwFilter& f) {
+    return {f.prio, f.protocol, f.handle};
+}
 
 // Depth of each class below the root qdisc, following parents inside one state.
 std::map<tc::Handle, int> depths(const std::vector<tc::HtbClass>& classes) {
@@ -37,11 +41,14 @@ std::map<FilterKey, const T*> index_filters(const std::vector<T>& filters) {
     return out;
 }
 
-int role_rank(const tc::U32Filter& f) { return static_cast<int>(f.role); }  // Table, Link, Match
+int role_rank(const tc::U32Filter& f) {
+    return static_cast<int>(f.role);
+}  // Table, Link, Match
 
 class Differ {
 public:
-    Differ(const tc::DeviceState& desired, const tc::DeviceState& observed) : want_(desired), have_(observed) {
+    Differ(const tc::DeviceState& desired, const tc::DeviceState& observed)
+        : want_(desired), have_(observed) {
         for (const auto& c : want_.classes) want_classes_[c.classid] = &c;
         for (const auto& c : have_.classes) have_classes_[c.classid] = &c;
         find_recreated();

@@ -80,9 +80,10 @@ Result<uint32_t> IdAllocator::node(const MatchIdentity& id, const MatchPlace& pl
             return tc::u32_handle(place.table, place.bucket, n);
         }
     }
-    return make_error("plan", "u32 bucket " + std::to_string(place.bucket), 0,
-                      "more than " + std::to_string(last - first + 1) +
-                          " clients share one hash bucket (same last address byte); use shared caps or prefixes");
+    return make_error(
+        "plan", "u32 bucket " + std::to_string(place.bucket), 0,
+        "more than " + std::to_string(last - first + 1) +
+            " clients share one hash bucket (same last address byte); use shared caps or prefixes");
 }
 
 }  // namespace flowshaper::plan

@@ -12,7 +12,9 @@ namespace {
 
 constexpr uint32_t kMtuBytes = 1514;  // one full-size Ethernet frame, as HTB counts it
 
-uint64_t to_bytes(uint64_t bits_per_s) { return std::max<uint64_t>(1, bits_per_s / 8); }
+uint64_t to_bytes(uint64_t bits_per_s) {
+    return std::max<uint64_t>(1, bits_per_s / 8);
+}
 
 tc::HtbClass make_class(tc::Handle classid, tc::Handle parent, uint64_t rate_bits, uint64_t ceil_bits,
                         uint32_t prio, std::string label) {
@@ -144,7 +146,8 @@ Status DevicePlanner::static_classes() {
             auto cls = make_class(class_ids_[c.name], class_handle(c.parent), c.rate_bits_per_s,
                                   c.ceil_bits_per_s, c.prio, "class " + c.name);
             if (c.burst_bytes)
-                cls.burst_bytes = cls.cburst_bytes = static_cast<uint32_t>(std::min<uint64_t>(*c.burst_bytes, 0x7fffffff));
+                cls.burst_bytes = cls.cburst_bytes =
+                    static_cast<uint32_t>(std::min<uint64_t>(*c.burst_bytes, 0x7fffffff));
             st.classes.push_back(cls);
             placed.insert(c.name);
             done[i] = true;
@@ -167,15 +170,25 @@ void DevicePlanner::collect_slots() {
     for (const auto& cap : pol.caps) {
         if (cap.device != iface_.device) continue;
         if (cap.shared) {
-            ClientSlot s{"cap " + cap.name, class_handle(cap.parent), cap.rate_bits_per_s, cap.ceil_bits_per_s,
-                         {}, false, 0};
+            ClientSlot s{"cap " + cap.name,
+                         class_handle(cap.parent),
+                         cap.rate_bits_per_s,
+                         cap.ceil_bits_per_s,
+                         {},
+                         false,
+                         0};
             for (const auto& p : cap.clients) s.matches.push_back({p, -1});
             slots_.push_back(std::move(s));
             continue;
         }
         for (const auto& p : cap.clients)
-            slots_.push_back({"cap " + cap.name + " " + p.str(), class_handle(cap.parent), cap.rate_bits_per_s,
-                              cap.ceil_bits_per_s, {{p, -1}}, false, 0});
+            slots_.push_back({"cap " + cap.name + " " + p.str(),
+                              class_handle(cap.parent),
+                              cap.rate_bits_per_s,
+                              cap.ceil_bits_per_s,
+                              {{p, -1}},
+                              false,
+                              0});
     }
     std::vector<HeavyClient> heavy = in_.heavy;
     std::sort(heavy.begin(), heavy.end());
@@ -184,8 +197,12 @@ void DevicePlanner::collect_slots() {
         const auto& rule = pol.detects[h.rule_index];
         if (rule.device != iface_.device) continue;
         net::Prefix host{h.client, static_cast<uint8_t>(h.client.bit_width())};
-        slots_.push_back({"heavy " + rule.name + " " + host.str(), class_handle(rule.parent),
-                          rule.limit.rate_bits_per_s, rule.limit.ceil_bits_per_s, {{host, rule.dscp}}, true,
+        slots_.push_back({"heavy " + rule.name + " " + host.str(),
+                          class_handle(rule.parent),
+                          rule.limit.rate_bits_per_s,
+                          rule.limit.ceil_bits_per_s,
+                          {{host, rule.dscp}},
+                          true,
                           h.mark});
     }
 }
@@ -257,23 +274,29 @@ Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatu
         case policy::Classifier::Fw:
             if (!features.cls_fw)
                 return make_error("classifier", "fw", 0,
-                                  "the kernel has no cls_fw (CONFIG_NET_CLS_FW, checked via " + features.source +
-                                      "); use classifier = \"u32\" or \"auto\"");
+                                  "the kernel has no cls_fw (CONFIG_NET_CLS_FW, checked via " +
+                                      features.source + "); use classifier = \"u32\" or \"auto\"");
             r.classifier = ClassifierKind::Fw;
             break;
-        case policy::Classifier::U32: r.classifier = ClassifierKind::U32; break;
+        case policy::Classifier::U32:
+            r.classifier = ClassifierKind::U32;
+            break;
         case policy::Classifier::Auto:
             r.classifier = features.cls_fw ? ClassifierKind::Fw : ClassifierKind::U32;
             r.notes.push_back(std::string("classifier auto -> ") + (features.cls_fw ? "fw" : "u32") +
-                              (features.cls_fw ? "" : ": the kernel has no cls_fw") + " (" + features.source + ")");
+                              (features.cls_fw ? "" : ": the kernel has no cls_fw") + " (" + features.source +
+                              ")");
             break;
     }
     auto want = settings.leaf_qdisc;
     auto pick = [&](policy::LeafQdisc kind) {
         switch (kind) {
-            case policy::LeafQdisc::FqCodel: return features.fq_codel ? "fq_codel" : "";
-            case policy::LeafQdisc::Sfq: return features.sfq ? "sfq" : "";
-            default: return "pfifo";
+            case policy::LeafQdisc::FqCodel:
+                return features.fq_codel ? "fq_codel" : "";
+            case policy::LeafQdisc::Sfq:
+                return features.sfq ? "sfq" : "";
+            default:
+                return "pfifo";
         }
     };
     if (want == policy::LeafQdisc::Auto) {

@@ -16,7 +16,9 @@ std::string hex32(uint32_t v) {
     return buf;
 }
 
-std::string rate(uint64_t bytes_per_s) { return policy::format_rate(bytes_per_s * 8); }
+std::string rate(uint64_t bytes_per_s) {
+    return policy::format_rate(bytes_per_s * 8);
+}
 
 void render_children(std::ostringstream& out, const DevicePlan& plan,
                      const std::multimap<tc::Handle, const tc::HtbClass*>& children, tc::Handle parent,
@@ -25,8 +27,8 @@ void render_children(std::ostringstream& out, const DevicePlan& plan,
     for (auto it = begin; it != end; ++it) {
         const auto& c = *it->second;
         bool last = std::next(it) == end;
-        out << indent << (last ? "`- " : "|- ") << tc::format_handle(c.classid) << "  " << c.label << "  rate "
-            << rate(c.rate_bytes_per_s) << " ceil " << rate(c.ceil_bytes_per_s);
+        out << indent << (last ? "`- " : "|- ") << tc::format_handle(c.classid) << "  " << c.label
+            << "  rate " << rate(c.rate_bytes_per_s) << " ceil " << rate(c.ceil_bytes_per_s);
         if (plan.desired.root && c.classid == plan.desired.root->default_class) out << "  [default]";
         out << "\n";
         render_children(out, plan, children, c.classid, indent + (last ? "   " : "|  "));
@@ -47,17 +49,20 @@ std::string render_text(const DevicePlan& plan) {
     size_t matches = 0;
     for (const auto& f : st.u32)
         if (f.role == tc::U32Filter::Role::Match) ++matches;
-    out << "  classification: hashed u32, 256 buckets per table (IPv4 hosts, IPv6 hosts, IPv6 /64s); " << matches
-        << " client match nodes, " << plan.wide_prefixes << " in the short list of wider prefixes";
+    out << "  classification: hashed u32, 256 buckets per table (IPv4 hosts, IPv6 hosts, IPv6 /64s); "
+        << matches << " client match nodes, " << plan.wide_prefixes << " in the short list of wider prefixes";
     if (!st.fw.empty()) out << "; fw: " << st.fw.size() << " marks";
     out << "\n";
-    if (!st.leaves.empty()) out << "  leaf qdiscs: " << st.leaves.front().kind << " on " << st.leaves.size() << " leaves\n";
+    if (!st.leaves.empty())
+        out << "  leaf qdiscs: " << st.leaves.front().kind << " on " << st.leaves.size() << " leaves\n";
     return out.str();
 }
 
 namespace {
 
-std::string proto(uint16_t p) { return p == tc::kEthPIp ? "ip" : p == tc::kEthPIpv6 ? "ipv6" : "all"; }
+std::string proto(uint16_t p) {
+    return p == tc::kEthPIp ? "ip" : p == tc::kEthPIpv6 ? "ipv6" : "all";
+}
 
 void u32_line(std::ostringstream& out, const std::string& dev, const tc::U32Filter& f) {
     std::string base = "filter add dev " + dev + " parent " + tc::format_handle(tc::kRootQdisc) + " prio " +
@@ -73,15 +78,17 @@ void u32_line(std::ostringstream& out, const std::string& dev, const tc::U32Filt
         std::snprintf(handle, sizeof handle, "::%x", tc::u32_node_of(f.handle));
         out << base << " handle " << handle << " u32";
     } else {
-        std::snprintf(handle, sizeof handle, "%x:%x:%x", table, tc::u32_bucket_of(f.handle), tc::u32_node_of(f.handle));
+        std::snprintf(handle, sizeof handle, "%x:%x:%x", table, tc::u32_bucket_of(f.handle),
+                      tc::u32_node_of(f.handle));
         char bucket[32];
         std::snprintf(bucket, sizeof bucket, "%x:%x:", table, tc::u32_bucket_of(f.handle));
         out << base << " handle " << handle << " u32 ht " << bucket;
     }
-    for (const auto& k : f.keys) out << " match u32 " << hex32(k.value) << " " << hex32(k.mask) << " at " << k.offset;
+    for (const auto& k : f.keys)
+        out << " match u32 " << hex32(k.value) << " " << hex32(k.mask) << " at " << k.offset;
     if (f.role == tc::U32Filter::Role::Link)
-        out << " link " << tc::format_u32_handle(f.link_table) << " hashkey mask " << hex32(f.hash_mask) << " at "
-            << f.hash_offset;
+        out << " link " << tc::format_u32_handle(f.link_table) << " hashkey mask " << hex32(f.hash_mask)
+            << " at " << f.hash_offset;
     else
         out << " flowid " << tc::format_handle(f.classid);
     out << "\n";
@@ -94,12 +101,14 @@ std::string render_tc_batch(const DevicePlan& plan) {
     const auto& st = plan.desired;
     const std::string& dev = st.device;
     if (st.root)
-        out << "qdisc add dev " << dev << " root handle " << tc::format_handle(st.root->handle) << " htb default "
-            << std::hex << tc::minor_of(st.root->default_class) << std::dec << " r2q " << st.root->r2q << "\n";
+        out << "qdisc add dev " << dev << " root handle " << tc::format_handle(st.root->handle)
+            << " htb default " << std::hex << tc::minor_of(st.root->default_class) << std::dec << " r2q "
+            << st.root->r2q << "\n";
     for (const auto& c : st.classes) {
         out << "class add dev " << dev << " parent " << tc::format_handle(c.parent) << " classid "
             << tc::format_handle(c.classid) << " htb rate " << c.rate_bytes_per_s * 8 << "bit ceil "
-            << c.ceil_bytes_per_s * 8 << "bit burst " << c.burst_bytes << "b cburst " << c.cburst_bytes << "b";
+            << c.ceil_bytes_per_s * 8 << "bit burst " << c.burst_bytes << "b cburst " << c.cburst_bytes
+            << "b";
         if (c.quantum_bytes) out << " quantum " << c.quantum_bytes;
         out << " prio " << c.prio << "\n";
     }
@@ -113,8 +122,8 @@ std::string render_tc_batch(const DevicePlan& plan) {
         for (const auto& f : st.u32)
             if (f.role == role) u32_line(out, dev, f);
     for (const auto& f : st.fw)
-        out << "filter add dev " << dev << " parent " << tc::format_handle(tc::kRootQdisc) << " prio " << f.prio
-            << " protocol all handle " << hex32(f.handle) << "/" << hex32(f.mask) << " fw classid "
+        out << "filter add dev " << dev << " parent " << tc::format_handle(tc::kRootQdisc) << " prio "
+            << f.prio << " protocol all handle " << hex32(f.handle) << "/" << hex32(f.mask) << " fw classid "
             << tc::format_handle(f.classid) << "\n";
     return out.str();
 }

@@ -6,8 +6,8 @@ namespace flowshaper::plan {
 
 namespace {
 
-constexpr int32_t kV4DstOffset = 16;  // IPv4 header: destination address
-constexpr int32_t kV6DstOffset = 24;  // IPv6 header: destination address
+constexpr int32_t kV4DstOffset = 16;          // IPv4 header: destination address
+constexpr int32_t kV6DstOffset = 24;          // IPv6 header: destination address
 constexpr uint32_t kV4DscpMask = 0x00fc0000;  // TOS byte (offset 1), DSCP bits
 constexpr uint32_t kV6DscpMask = 0x0fc00000;  // traffic class, DSCP bits
 

@@ -217,8 +217,8 @@ void check_mark_room(Sink& sink, const Draft& draft) {
     const Detect& d = detects[room];
     char mask[16];
     std::snprintf(mask, sizeof mask, "0x%x", draft.policy.settings.mark_mask);
-    sink.error(d.loc, "[[detect]] '" + d.name + "' is rule " + std::to_string(room + 1) + ", but mark_mask " + mask +
-                          " has room for " + std::to_string(room) + " rule" + (room == 1 ? "" : "s") +
+    sink.error(d.loc, "[[detect]] '" + d.name + "' is rule " + std::to_string(room + 1) + ", but mark_mask " +
+                          mask + " has room for " + std::to_string(room) + " rule" + (room == 1 ? "" : "s") +
                           " (each needs its own mark value); widen mark_mask");
 }
 

@@ -75,14 +75,15 @@ TEST_CASE("a kernel error in the middle of an apply rolls every touched device b
     CHECK(eth1->root_info.owner == tc::RootInfo::Owner::KernelDefault);
 }
 
-TEST_CASE("a failed change to a tree flowshaper already had restores that tree, and the next apply converges") {
+TEST_CASE(
+    "a failed change to a tree flowshaper already had restores that tree, and the next apply converges") {
     auto p = testing::many_clients(30);
     kernel::FakeTcPort port;
     port.add_device("eth0");
     REQUIRE(controller::apply_policy(p, port, {}));
     auto before = port.read("eth0");
     REQUIRE(before);
-    p.caps[0].rate_bits_per_s = 7'000'000;                 // 30 in-place changes
+    p.caps[0].rate_bits_per_s = 7'000'000;                          // 30 in-place changes
     p.caps[0].clients.push_back(*net::Prefix::parse("10.77.0.1"));  // and one new client
     port.fail_change(10, EIO);
     auto r = controller::apply_policy(p, port, {});
@@ -136,7 +137,8 @@ TEST_CASE("show names each class by the clients its filters match and measures b
     auto st = port.read("eth0");
     tc::Handle client = 0;
     for (const auto& f : st->state.u32)
-        if (f.role == tc::U32Filter::Role::Match && f.keys.size() == 1 && f.keys[0].value == 0xcb007107) client = f.classid;
+        if (f.role == tc::U32Filter::Role::Match && f.keys.size() == 1 && f.keys[0].value == 0xcb007107)
+            client = f.classid;
     REQUIRE(client != 0);
     port.count("eth0", client, 12345, 10);
     auto views = controller::collect_status(port, links, {}, 0);

@@ -62,12 +62,14 @@ struct Rig {
     Rig() { tc.add_device("eth0"); }
     policy::Policy policy = imap_policy();
     void start(uint64_t now = 1000) {
-        daemon = std::make_unique<controller::Daemon>(policy, controller::DaemonPorts{tc, mangle, conntrack, links},
+        daemon = std::make_unique<controller::Daemon>(policy,
+                                                      controller::DaemonPorts{tc, mangle, conntrack, links},
                                                       controller::make_memory_logger(lines));
         REQUIRE(daemon->start(now));
     }
     bool logged(const std::string& needle) const {
-        return std::any_of(lines->begin(), lines->end(), [&](auto& l) { return l.find(needle) != std::string::npos; });
+        return std::any_of(lines->begin(), lines->end(),
+                           [&](auto& l) { return l.find(needle) != std::string::npos; });
     }
     size_t classes() const { return tc.state("eth0")->classes.size(); }
     uint32_t mark_of(uint32_t id) const { return conntrack.find(id)->mark; }
@@ -91,7 +93,8 @@ TEST_CASE("start switches accounting on, installs the mangle rules and applies t
     CHECK(rig.mangle.conntrack_accounting());
     CHECK(rig.logged("conntrack accounting was off"));
     auto lines = rig.mangle.lines(net::Family::V4);
-    CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.find("DSCP") != std::string::npos; }) == 1);
+    CHECK(std::count_if(lines.begin(), lines.end(),
+                        [](auto& l) { return l.find("DSCP") != std::string::npos; }) == 1);
     CHECK(rig.mangle.lines(net::Family::V6) == lines);
     CHECK(rig.classes() == 2);  // root and default
     CHECK(rig.logged("ready: 1 devices"));
@@ -143,8 +146,8 @@ TEST_CASE("a restarted daemon adopts the heavy clients in the kernel and does no
     rig.lines->clear();
     rig.start(50'000);
     CHECK(rig.logged("adopted heavy client 198.51.100.20 (rule imap-sync-loop)"));
-    CHECK(rig.tc.changes_sent() == sent);      // nothing re-created
-    CHECK(rig.mangle.commits() == commits);    // nothing re-committed
+    CHECK(rig.tc.changes_sent() == sent);    // nothing re-created
+    CHECK(rig.mangle.commits() == commits);  // nothing re-committed
     rig.conntrack.upsert(imap_flow(kClient, 40000, 400'000'000));
     REQUIRE(rig.daemon->poll(51'000));
     CHECK_FALSE(rig.logged("mark client="));
@@ -207,8 +210,9 @@ TEST_CASE("an apply while the daemon runs keeps the heavy clients' classes") {
 TEST_CASE("a failed start removes the mangle chain it created and leaves an existing tree alone") {
     Rig rig;
     rig.tc.fail_change(0, ENOMEM);  // the root qdisc
-    rig.daemon = std::make_unique<controller::Daemon>(rig.policy, controller::DaemonPorts{rig.tc, rig.mangle, rig.conntrack, rig.links},
-                                                      controller::make_memory_logger(rig.lines));
+    rig.daemon = std::make_unique<controller::Daemon>(
+        rig.policy, controller::DaemonPorts{rig.tc, rig.mangle, rig.conntrack, rig.links},
+        controller::make_memory_logger(rig.lines));
     CHECK_FALSE(rig.daemon->start(1000));
     CHECK(rig.mangle.lines(net::Family::V4).empty());
     CHECK(rig.tc.read("eth0")->root_info.owner == tc::RootInfo::Owner::KernelDefault);

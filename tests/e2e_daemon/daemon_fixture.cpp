@@ -22,7 +22,9 @@ TempPolicy::TempPolicy(const std::string& text) {
     std::ofstream(path_) << text;
 }
 
-TempPolicy::~TempPolicy() { std::remove(path_.c_str()); }
+TempPolicy::~TempPolicy() {
+    std::remove(path_.c_str());
+}
 
 Daemon::Daemon(const Netns& ns, const std::string& policy_path) {
     log_path_ = policy_path + ".log";
@@ -106,7 +108,8 @@ std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std:
 }
 
 std::string mangle_save(const Netns& ns, bool v6) {
-    std::string out = ns.exec_ok(std::string(v6 ? "ip6tables-legacy-save" : "iptables-legacy-save") + " -t mangle");
+    std::string out =
+        ns.exec_ok(std::string(v6 ? "ip6tables-legacy-save" : "iptables-legacy-save") + " -t mangle");
     // Drop comments and counters: they change with time, not with rules.
     std::istringstream in(out);
     std::string kept;

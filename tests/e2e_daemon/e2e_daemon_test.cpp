@@ -3,8 +3,8 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
-#include <sstream>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "daemon_fixture.hpp"
@@ -19,8 +19,10 @@ const char* kHeader =
 
 std::string upload_rule(const std::string& threshold) {
     return std::string(kHeader) +
-           "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = [5301]\n"
-           "flow_bytes = \"" + threshold + "\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
+           "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = "
+           "[5301]\n"
+           "flow_bytes = \"" +
+           threshold + "\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
 }
 
 // This host (the server namespace) uploads to `to` on port 5301 for `seconds` (or `bytes`).
@@ -46,10 +48,12 @@ size_t count_lines(const std::string& text, const std::string& needle) {
     return n;
 }
 
-void classic_case(const std::string& client, const std::string& light_client, const std::string& filter_needle) {
+void classic_case(const std::string& client, const std::string& light_client,
+                  const std::string& filter_needle) {
     require_netns_privileges();
     VethPair net("up");
-    net.add_client_address(light_client.find(':') == std::string::npos ? light_client + "/24" : light_client + "/64");
+    net.add_client_address(light_client.find(':') == std::string::npos ? light_client + "/24"
+                                                                       : light_client + "/64");
     TempPolicy policy(upload_rule("20MB"));
     Daemon daemon(net.server, policy.path());
     REQUIRE(daemon.wait_for_log("ready", 10000));
@@ -86,7 +90,8 @@ void classic_case(const std::string& client, const std::string& light_client, co
            " == 8' 2>/dev/null | wc -l",
        &out);
     CHECK(std::stoul(out) > 100);
-    sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + " && " + field + " != 0' 2>/dev/null | wc -l",
+    sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + " && " + field +
+           " != 0' 2>/dev/null | wc -l",
        &out);
     CHECK(std::stoul(out) == 0);
     sh("tshark -r " + pcap + " -Y '" + dst + " == " + light_client + "' 2>/dev/null | wc -l", &out);
@@ -96,7 +101,8 @@ void classic_case(const std::string& client, const std::string& light_client, co
 
 }  // namespace
 
-TEST_CASE("an IPv4 connection this host opens that passes flow_bytes leaves with the DSCP, its ctmark, capped") {
+TEST_CASE(
+    "an IPv4 connection this host opens that passes flow_bytes leaves with the DSCP, its ctmark, capped") {
     classic_case("10.200.0.2", "10.200.0.3", "00200000/00fc0000 at 0");
 }
 
@@ -104,8 +110,9 @@ TEST_CASE("IPv6 flows are marked and capped like IPv4 ones") {
     classic_case("fd00:200::2", "fd00:200::3", "02000000/0fc00000 at 0");
 }
 
-TEST_CASE("a client passing client_bytes over several connections is capped, another keeps full speed, "
-          "and the cap is lifted after release_after") {
+TEST_CASE(
+    "a client passing client_bytes over several connections is capped, another keeps full speed, "
+    "and the cap is lifted after release_after") {
     require_netns_privileges();
     VethPair net("srv");
     net.add_client_address("10.200.0.3/24");
@@ -119,7 +126,8 @@ TEST_CASE("a client passing client_bytes over several connections is capped, ano
         net.server.exec_ok("iperf3 -s -1 -D -p " + std::to_string(port));
         std::this_thread::sleep_for(300ms);
         std::string out;
-        net.client.exec("iperf3 -c 10.200.0.1 -B " + from + " -p " + std::to_string(port) + " -R " + amount, &out);
+        net.client.exec("iperf3 -c 10.200.0.1 -B " + from + " -p " + std::to_string(port) + " -R " + amount,
+                        &out);
         return out;
     };
     for (int i = 0; i < 4 && daemon.log().find("mark client=10.200.0.2") == std::string::npos; ++i)
@@ -145,7 +153,8 @@ TEST_CASE("someone else's mangle rules are untouched, and flowshaper leaves noth
     net.server.exec_ok("iptables-legacy -t mangle -N USERCHAIN");
     net.server.exec_ok("iptables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
     net.server.exec_ok("iptables-legacy -t mangle -A USERCHAIN -j RETURN");
-    net.server.exec_ok("ip6tables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
+    net.server.exec_ok(
+        "ip6tables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
     std::string before4 = mangle_save(net.server, false), before6 = mangle_save(net.server, true);
     TempPolicy policy(upload_rule("20MB"));
     Daemon daemon(net.server, policy.path());

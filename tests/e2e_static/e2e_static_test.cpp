@@ -38,8 +38,8 @@ std::string policy(const std::vector<std::pair<std::string, std::string>>& caps)
     std::string text = "[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n";
     int n = 0;
     for (const auto& [client, rate] : caps)
-        text += "\n[[cap]]\nname = \"c" + std::to_string(n++) + "\"\ndevice = \"veth-s\"\nclients = [\"" + client +
-                "\"]\nrate = \"" + rate + "\"\n";
+        text += "\n[[cap]]\nname = \"c" + std::to_string(n++) + "\"\ndevice = \"veth-s\"\nclients = [\"" +
+                client + "\"]\nrate = \"" + rate + "\"\n";
     return text;
 }
 
@@ -124,9 +124,9 @@ TEST_CASE("the tree tc shows matches the plan, and applying it twice sends no ch
     CHECK(classes["f5:1"].parent == "root");
     CHECK(classes["f5:2"].parent == "f5:1");
     // Each client's class has its rate and a filter pointing at it.
-    for (auto [needle, rate] : {std::pair{"0ac80002/ffffffff at 16", "5Mbit"},
-                                std::pair{"0a090800/ffffff00 at 16", "7Mbit"},
-                                std::pair{"20010db8/ffffffff at 24", "9Mbit"}}) {
+    for (auto [needle, rate] :
+         {std::pair{"0ac80002/ffffffff at 16", "5Mbit"}, std::pair{"0a090800/ffffff00 at 16", "7Mbit"},
+          std::pair{"20010db8/ffffffff at 24", "9Mbit"}}) {
         auto id = flowid_of(net.server, needle);
         INFO(needle);
         REQUIRE_FALSE(id.empty());

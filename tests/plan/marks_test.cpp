@@ -8,7 +8,8 @@ TEST_CASE("deposit and extract spread values over the mask's bits and back") {
     CHECK(plan::deposit_bits(0b101, 0x00ff0000) == 0x00050000);
     CHECK(plan::deposit_bits(0b11, 0b1010) == 0b1010);
     CHECK(plan::extract_bits(0x00050000, 0x00ff0000) == 0b101);
-    for (uint32_t v = 0; v < 256; ++v) CHECK(plan::extract_bits(plan::deposit_bits(v, 0x0f0f0000), 0x0f0f0000) == v);
+    for (uint32_t v = 0; v < 256; ++v)
+        CHECK(plan::extract_bits(plan::deposit_bits(v, 0x0f0f0000), 0x0f0f0000) == v);
 }
 
 TEST_CASE("rule marks use the low bits of the mask and name their rule") {

@@ -207,11 +207,14 @@ TEST_CASE("the tc -batch rendering builds the same objects as the plan") {
     auto dp = plan_one(p);
     auto script = plan::render_tc_batch(dp);
     CHECK_THAT(script, Catch::StartsWith("qdisc add dev eth0 root handle f5: htb default 2 r2q 10\n"));
-    CHECK_THAT(script, Catch::Contains("class add dev eth0 parent f5: classid f5:1 htb rate 1000000000bit ceil "
-                                       "1000000000bit"));
-    CHECK_THAT(script, Catch::Contains("filter add dev eth0 parent f5: prio 10 protocol ip handle 100: u32 divisor 256"));
-    CHECK_THAT(script, Catch::Contains("handle ::1 u32 match u32 0x00000000 0x00000000 at 0 link 100: hashkey mask "
-                                       "0x000000ff at 16"));
+    CHECK_THAT(script,
+               Catch::Contains("class add dev eth0 parent f5: classid f5:1 htb rate 1000000000bit ceil "
+                               "1000000000bit"));
+    CHECK_THAT(script, Catch::Contains(
+                           "filter add dev eth0 parent f5: prio 10 protocol ip handle 100: u32 divisor 256"));
+    CHECK_THAT(script,
+               Catch::Contains("handle ::1 u32 match u32 0x00000000 0x00000000 at 0 link 100: hashkey mask "
+                               "0x000000ff at 16"));
     CHECK_THAT(script, Catch::Contains("u32 ht 100:7: match u32 0xcb007107 0xffffffff at 16 flowid f5:"));
     size_t lines = std::count(script.begin(), script.end(), '\n');
     CHECK(lines == 1 + dp.desired.classes.size() + dp.desired.u32.size());
@@ -221,7 +224,8 @@ TEST_CASE("the tc -batch rendering builds the same objects as the plan") {
 
 TEST_CASE("heavy clients are found again in a device's state, by their DSCP-keyed nodes") {
     auto p = testing::small_policy();
-    auto dp = plan_one(p, {{0, *net::Address::parse("203.0.113.7"), 0}, {0, *net::Address::parse("fd00::9"), 0}});
+    auto dp =
+        plan_one(p, {{0, *net::Address::parse("203.0.113.7"), 0}, {0, *net::Address::parse("fd00::9"), 0}});
     auto found = plan::heavy_clients_in(p, dp.desired);
     REQUIRE(found.size() == 2);
     CHECK(found[0].rule_index == 0);

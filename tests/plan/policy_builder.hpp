@@ -5,7 +5,9 @@
 
 namespace flowshaper::testing {
 
-inline net::Prefix prefix(const char* text) { return *net::Prefix::parse(text); }
+inline net::Prefix prefix(const char* text) {
+    return *net::Prefix::parse(text);
+}
 
 inline policy::Policy small_policy() {
     policy::Policy p;

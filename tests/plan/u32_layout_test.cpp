@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
-#include "policy_builder.hpp"
 #include "flowshaper/plan/planner.hpp"
+#include "policy_builder.hpp"
 #include "u32_layout.hpp"
 
 using namespace flowshaper;
@@ -49,8 +49,8 @@ TEST_CASE("a heavy match also keys on the DSCP in the TOS byte or traffic class"
 }
 
 TEST_CASE("identity_of reverses keys_for for every layout and rejects foreign keys") {
-    for (const char* text : {"10.1.2.3", "10.1.2.0/24", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::1", "2001:db8:1::/48",
-                             "2001:db8:1:2::/64", "2001:db8:1:2:3::/80", "::/0"}) {
+    for (const char* text : {"10.1.2.3", "10.1.2.0/24", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::1",
+                             "2001:db8:1::/48", "2001:db8:1:2::/64", "2001:db8:1:2:3::/80", "::/0"}) {
         for (int dscp : {-1, 0, 8, 63}) {
             plan::MatchIdentity id{prefix(text), dscp};
             tc::U32Filter f;

@@ -33,8 +33,7 @@ std::string sh_ok(const std::string& command) {
 }
 
 void require_netns_privileges() {
-    if (geteuid() != 0)
-        FAIL("real-kernel tests need root (network namespaces); run the suite as root");
+    if (geteuid() != 0) FAIL("real-kernel tests need root (network namespaces); run the suite as root");
     if (sh("ip netns list >/dev/null") != 0) FAIL("'ip netns' does not work here");
 }
 
@@ -48,7 +47,9 @@ Netns::Netns(const std::string& tag) {
     sh_ok("ip -n " + name_ + " link set lo up");
 }
 
-Netns::~Netns() { sh("ip netns del " + name_); }
+Netns::~Netns() {
+    sh("ip netns del " + name_);
+}
 
 int Netns::exec(const std::string& command, std::string* out) const {
     return sh("ip netns exec " + name_ + " " + command, out);

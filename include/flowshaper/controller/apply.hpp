@@ -39,7 +39,8 @@ struct ApplyReport {
 // sends the changes device by device. On a kernel error every device touched by this call is
 // brought back to what it had (a root flowshaper created is removed again) and the error says
 // which change failed. Whatever a failed rollback leaves, the next apply converges.
-Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port, const ApplyOptions& options);
+Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port,
+                                 const ApplyOptions& options);
 
 // Plans without sending: the same checks as apply, for `plan` on a live system.
 Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, kernel::TcPort& port,
@@ -54,7 +55,8 @@ struct FlushReport {
 
 // Removes flowshaper's root qdisc (with everything below it) from the given devices, or from
 // every device when `devices` is empty. Nothing that is not flowshaper's is touched.
-Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links, const std::vector<std::string>& devices);
+Result<FlushReport> flush(kernel::TcPort& port, kernel::LinkPort& links,
+                          const std::vector<std::string>& devices);
 
 // The same, and also flowshaper's mangle chains (IPv4 and IPv6) and its bits in every
 // connection's ctmark (the mask is read back from the chain's restore rule).

@@ -34,7 +34,8 @@ struct DaemonOptions {
 
 class Daemon {
 public:
-    Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log, DaemonOptions options = {});
+    Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log,
+           DaemonOptions options = {});
 
     // Makes conntrack usable (accounting, the mangle rules that switch it on), adopts heavy
     // clients that a previous run left in the kernel, and applies the tree. An error leaves
@@ -59,8 +60,8 @@ private:
         auto operator<=>(const HeavyKey&) const = default;
     };
     struct HeavyState {
-        uint32_t mark = 0;     // the ctmark value its connections get
-        bool placed = false;   // its class and filter are in the kernel: its connections may be marked
+        uint32_t mark = 0;    // the ctmark value its connections get
+        bool placed = false;  // its class and filter are in the kernel: its connections may be marked
     };
     // What one policy needs beyond the policy itself; built whole before it replaces the old.
     struct Layout {

@@ -16,7 +16,8 @@ public:
     FakeTcPort();
 
     // A device with the kernel's default root (noqueue), or a foreign one.
-    void add_device(const std::string& device, tc::RootInfo root = {tc::RootInfo::Owner::KernelDefault, "noqueue", 0});
+    void add_device(const std::string& device,
+                    tc::RootInfo root = {tc::RootInfo::Owner::KernelDefault, "noqueue", 0});
     void set_features(TcFeatures features) { features_ = std::move(features); }
     // The n-th change from now (0 = the next one) fails with `err`.
     void fail_change(uint64_t nth, int err);

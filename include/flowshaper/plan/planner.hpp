@@ -19,7 +19,7 @@ namespace flowshaper::plan {
 struct HeavyClient {
     size_t rule_index = 0;  // into Policy::detects
     net::Address client;
-    uint32_t mark = 0;      // fw classifier: the client's ctmark value (within mark_mask); else 0
+    uint32_t mark = 0;  // fw classifier: the client's ctmark value (within mark_mask); else 0
 
     auto operator<=>(const HeavyClient&) const = default;
 };
@@ -64,9 +64,9 @@ inline constexpr uint16_t kFirstClientMinor = 0x100;
 inline constexpr uint16_t kPrioFw = 5;
 inline constexpr uint16_t kPrioV4 = 10;
 inline constexpr uint16_t kPrioV6 = 11;
-inline constexpr uint32_t kTableV4Host = 0x100;    // hash on the last byte of the v4 address
-inline constexpr uint32_t kTableV6Host = 0x200;    // hash on the last byte of the v6 address
-inline constexpr uint32_t kTableV6Net = 0x201;     // hash on byte 7: prefixes /64../127
+inline constexpr uint32_t kTableV4Host = 0x100;      // hash on the last byte of the v4 address
+inline constexpr uint32_t kTableV6Host = 0x200;      // hash on the last byte of the v6 address
+inline constexpr uint32_t kTableV6Net = 0x201;       // hash on byte 7: prefixes /64../127
 inline constexpr uint32_t kFirstStaticNode = 0x800;  // heavy (DSCP) nodes come first in a bucket
 
 // HTB bucket sizes: about 1 ms at the rate plus one full-size frame.

@@ -37,8 +37,8 @@ struct Class {
     std::string name;
     std::optional<std::string> parent;  // another class of the same interface; none: the root class
     uint64_t rate_bits_per_s = 0;
-    uint64_t ceil_bits_per_s = 0;       // defaults to rate
-    uint32_t prio = 0;                  // HTB priority 0 (highest) .. 7
+    uint64_t ceil_bits_per_s = 0;  // defaults to rate
+    uint32_t prio = 0;             // HTB priority 0 (highest) .. 7
     std::optional<uint64_t> burst_bytes;
     SourceLoc loc;
 };
@@ -58,9 +58,9 @@ struct Cap {
     std::vector<net::Prefix> clients;
     std::vector<SourceLoc> client_locs;  // parallel to `clients`
     uint64_t rate_bits_per_s = 0;
-    uint64_t ceil_bits_per_s = 0;        // defaults to rate
+    uint64_t ceil_bits_per_s = 0;  // defaults to rate
     bool shared = false;
-    std::optional<std::string> parent;   // a class of the device; none: the root class
+    std::optional<std::string> parent;  // a class of the device; none: the root class
     SourceLoc loc;
 };
 
@@ -80,10 +80,10 @@ struct Detect {
     std::vector<net::Prefix> exclude;    // never marked
     std::optional<uint64_t> flow_bytes;
     std::optional<uint64_t> client_bytes;
-    uint64_t window_ms = 0;              // required with client_bytes
+    uint64_t window_ms = 0;  // required with client_bytes
     std::optional<uint64_t> client_rate_bits_per_s;
-    uint64_t for_ms = 0;                 // required with client_rate: how long it must last
-    uint8_t dscp = 8;                    // CS1
+    uint64_t for_ms = 0;  // required with client_rate: how long it must last
+    uint8_t dscp = 8;     // CS1
     Limit limit;
     uint64_t release_after_ms = 600000;  // 10m
     std::optional<std::string> parent;   // a class of the device; none: the root class

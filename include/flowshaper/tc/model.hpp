@@ -16,8 +16,12 @@ using Handle = uint32_t;
 constexpr Handle make_handle(uint16_t major, uint16_t minor) {
     return (static_cast<uint32_t>(major) << 16) | minor;
 }
-constexpr uint16_t major_of(Handle h) { return static_cast<uint16_t>(h >> 16); }
-constexpr uint16_t minor_of(Handle h) { return static_cast<uint16_t>(h & 0xffff); }
+constexpr uint16_t major_of(Handle h) {
+    return static_cast<uint16_t>(h >> 16);
+}
+constexpr uint16_t minor_of(Handle h) {
+    return static_cast<uint16_t>(h & 0xffff);
+}
 
 // flowshaper's root qdisc handle on every device it shapes. The major is how flowshaper
 // recognises its own qdisc: nothing else is ever replaced.
@@ -33,9 +37,15 @@ std::string format_handle(Handle h);
 constexpr uint32_t u32_handle(uint32_t table, uint32_t bucket, uint32_t node) {
     return (table << 20) | (bucket << 12) | node;
 }
-constexpr uint32_t u32_table_of(uint32_t h) { return h >> 20; }
-constexpr uint32_t u32_bucket_of(uint32_t h) { return (h >> 12) & 0xff; }
-constexpr uint32_t u32_node_of(uint32_t h) { return h & 0xfff; }
+constexpr uint32_t u32_table_of(uint32_t h) {
+    return h >> 20;
+}
+constexpr uint32_t u32_bucket_of(uint32_t h) {
+    return (h >> 12) & 0xff;
+}
+constexpr uint32_t u32_node_of(uint32_t h) {
+    return h & 0xfff;
+}
 std::string format_u32_handle(uint32_t h);  // "100:2a:3", "100:" for a table
 
 struct HtbQdisc {
@@ -51,11 +61,11 @@ struct HtbClass {
     Handle parent = 0;  // kRootQdisc for top level classes
     uint64_t rate_bytes_per_s = 0;
     uint64_t ceil_bytes_per_s = 0;
-    uint32_t burst_bytes = 0;   // bucket at rate
-    uint32_t cburst_bytes = 0;  // bucket at ceil
-    uint32_t quantum_bytes = 0; // 0: let the kernel derive it from r2q
+    uint32_t burst_bytes = 0;    // bucket at rate
+    uint32_t cburst_bytes = 0;   // bucket at ceil
+    uint32_t quantum_bytes = 0;  // 0: let the kernel derive it from r2q
     uint32_t prio = 0;
-    std::string label;          // for humans only ("cap customer-42 203.0.113.7"); not in the kernel
+    std::string label;  // for humans only ("cap customer-42 203.0.113.7"); not in the kernel
 
     bool same_config(const HtbClass& o) const;  // ignores label; tolerant of burst rounding
 };
@@ -64,7 +74,7 @@ struct HtbClass {
 struct LeafQdisc {
     Handle parent = 0;  // the leaf class
     Handle handle = 0;
-    std::string kind;   // "fq_codel", "sfq", "pfifo"
+    std::string kind;            // "fq_codel", "sfq", "pfifo"
     uint32_t limit_packets = 0;  // 0: kernel default (read back as the device's txqueuelen)
 
     bool operator==(const LeafQdisc&) const = default;
@@ -136,7 +146,7 @@ struct DeviceState {
 struct RootInfo {
     enum class Owner : uint8_t { None, Ours, KernelDefault, Foreign };
     Owner owner = Owner::None;
-    std::string kind;   // "noqueue", "htb", ...
+    std::string kind;  // "noqueue", "htb", ...
     Handle handle = 0;
 };
 
@@ -155,8 +165,8 @@ struct ClassStats {
 struct ObservedDevice {
     int ifindex = 0;
     RootInfo root_info;
-    DeviceState state;               // only flowshaper's objects (under kMajor)
-    std::vector<ClassStats> stats;   // one per class in state.classes
+    DeviceState state;              // only flowshaper's objects (under kMajor)
+    std::vector<ClassStats> stats;  // one per class in state.classes
 };
 
 // One change, in the order it must be sent.
