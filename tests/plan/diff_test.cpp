@@ -28,6 +28,15 @@ void send(kernel::FakeTcPort& port, const std::vector<tc::Change>& changes) {
     }
 }
 
+// A fake kernel device with the policy's plan applied; returns what it reads back.
+tc::ObservedDevice install(kernel::FakeTcPort& port, const policy::Policy& p) {
+    port.add_device("eth0");
+    send(port, plan::diff(plan_with(p), {}));
+    auto have = port.read("eth0");
+    REQUIRE(have);
+    return *have;
+}
+
 template <typename T>
 size_t count(const std::vector<tc::Change>& changes, Op op) {
     return std::count_if(changes.begin(), changes.end(),
@@ -59,12 +68,9 @@ TEST_CASE("applying the same policy twice through the fake kernel sends nothing 
 TEST_CASE("changing one cap's rate modifies that class in place and nothing else") {
     auto p = testing::many_clients(50);
     kernel::FakeTcPort port;
-    port.add_device("eth0");
-    send(port, plan::diff(plan_with(p), {}));
-    auto have = port.read("eth0");
-    REQUIRE(have);
+    auto have = install(port, p);
     p.caps[0].rate_bits_per_s = 6'000'000;  // all 50 clients of the cap
-    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    auto changes = plan::diff(plan_with(p, &have.state), have.state);
     CHECK(changes.size() == 50);
     CHECK(count<tc::HtbClass>(changes, Op::Modify) == 50);
 }
@@ -72,12 +78,9 @@ TEST_CASE("changing one cap's rate modifies that class in place and nothing else
 TEST_CASE("adding one client adds one class and one filter") {
     auto p = testing::many_clients(500);
     kernel::FakeTcPort port;
-    port.add_device("eth0");
-    send(port, plan::diff(plan_with(p), {}));
-    auto have = port.read("eth0");
-    REQUIRE(have);
+    auto have = install(port, p);
     p.caps[0].clients.push_back(*net::Prefix::parse("10.99.0.1"));
-    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    auto changes = plan::diff(plan_with(p, &have.state), have.state);
     REQUIRE(changes.size() == 2);
     CHECK(count<tc::HtbClass>(changes, Op::Add) == 1);
     CHECK(count<tc::U32Filter>(changes, Op::Add) == 1);
@@ -87,12 +90,9 @@ TEST_CASE("adding one client adds one class and one filter") {
 TEST_CASE("removing a cap removes its filters before its classes, and the kernel accepts the order") {
     auto p = testing::small_policy();
     kernel::FakeTcPort port;
-    port.add_device("eth0");
-    send(port, plan::diff(plan_with(p), {}));
-    auto have = port.read("eth0");
-    REQUIRE(have);
+    auto have = install(port, p);
     p.caps.erase(p.caps.begin());  // customer-42: two clients
-    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    auto changes = plan::diff(plan_with(p, &have.state), have.state);
     CHECK(count<tc::U32Filter>(changes, Op::Remove) == 2);
     CHECK(count<tc::HtbClass>(changes, Op::Remove) == 2);
     CHECK(changes.size() == 4);
@@ -106,12 +106,9 @@ TEST_CASE("removing a cap removes its filters before its classes, and the kernel
 TEST_CASE("moving a class under another parent recreates it with its filters") {
     auto p = testing::small_policy();
     kernel::FakeTcPort port;
-    port.add_device("eth0");
-    send(port, plan::diff(plan_with(p), {}));
-    auto have = port.read("eth0");
-    REQUIRE(have);
+    auto have = install(port, p);
     p.caps[1].parent = "bulk";  // the shared scrapers class
-    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    auto changes = plan::diff(plan_with(p, &have.state), have.state);
     CHECK(count<tc::HtbClass>(changes, Op::Remove) == 1);
     CHECK(count<tc::HtbClass>(changes, Op::Add) == 1);
     CHECK(count<tc::U32Filter>(changes, Op::Remove) == 2);
@@ -150,12 +147,9 @@ TEST_CASE("a leaf qdisc of another kind is replaced with an add, a new limit is 
 TEST_CASE("a shared cap keeps its class when its first prefix goes") {
     auto p = testing::small_policy();
     kernel::FakeTcPort port;
-    port.add_device("eth0");
-    send(port, plan::diff(plan_with(p), {}));
-    auto have = port.read("eth0");
-    REQUIRE(have);
+    auto have = install(port, p);
     p.caps[1].clients.erase(p.caps[1].clients.begin());  // scrapers: 198.51.100.0/24 goes
-    auto changes = plan::diff(plan_with(p, &have->state), have->state);
+    auto changes = plan::diff(plan_with(p, &have.state), have.state);
     REQUIRE(changes.size() == 1);
     CHECK(changes[0].op == Op::Remove);
     CHECK(std::holds_alternative<tc::U32Filter>(changes[0].object));
