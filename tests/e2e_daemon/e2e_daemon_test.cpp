@@ -136,8 +136,10 @@ TEST_CASE(
     CHECK(tc_class_table(net.server, "veth-s").size() == 3);  // root, default, the heavy client
 
     // The other client, on a port the rule does not name, keeps full speed meanwhile.
-    std::string out = download("10.200.0.3", 5202, "-t 3");
-    CHECK(out.find("receiver") != std::string::npos);
+    std::string out = download("10.200.0.3", 5202, "-t 3 -J");
+    auto rate = nlohmann::json::parse(out)["end"]["sum_received"]["bits_per_second"].get<double>();
+    INFO("the other client: " << rate / 1e6 << " Mbit/s");
+    CHECK(rate > 10 * 10e6);  // ten times the heavy client's limit
     CHECK(daemon.log().find("mark client=10.200.0.3") == std::string::npos);
 
     // Quiet for release_after: the class is gone.
