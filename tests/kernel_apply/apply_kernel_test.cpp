@@ -72,7 +72,12 @@ TEST_CASE("on the real kernel, a heavy client's class and DSCP filter come and g
     REQUIRE(classes.count(id));
     CHECK(classes[id].rate == "2Mbit");
     CHECK(classes[id].ceil == "4Mbit");
-    auto gone = controller::apply_policy(p, *f.port, {});
+    // A plain apply keeps the heavy classes it finds (the daemon's); the daemon's own apply
+    // with an empty heavy set removes them.
+    CHECK(controller::apply_policy(p, *f.port, {})->changes_sent == 0);
+    controller::ApplyOptions none;
+    none.heavy = std::vector<plan::HeavyClient>{};
+    auto gone = controller::apply_policy(p, *f.port, none);
     REQUIRE(gone);
     CHECK(gone->changes_sent == 2);
     CHECK(testing::tc_class_table(f.net.server, "veth-s").count(id) == 0);
