@@ -1,5 +1,7 @@
 #include "flowshaper/controller/daemon.hpp"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <algorithm>
 #include <cerrno>
 
@@ -12,18 +14,39 @@ namespace {
 
 constexpr net::Family kFamilies[] = {net::Family::V4, net::Family::V6};
 
-kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLayout& marks) {
+kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLayout& marks,
+                               const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
     kernel::MangleSpec spec;
-    spec.mark_mask = policy.settings.mark_mask;
+    spec.mark_mask = marks.restore_mask();
+    spec.candidate = prefilter;
     for (size_t i = 0; i < policy.detects.size(); ++i)
         spec.dscp_rules.push_back(
             {marks.rule_value(i), marks.rule_mask(), policy.detects[i].dscp, policy.detects[i].name});
     return spec;
 }
 
+// The kernel can pick the candidates when every rule is decided by flow_bytes alone: a
+// connection's total is the kernel's own counter, and xt_connbytes compares it on every packet.
+// client_bytes and client_rate sum many connections, small ones included: they need every entry.
+std::optional<uint64_t> prefilter_bytes(const policy::Policy& policy, std::string* why_not) {
+    std::optional<uint64_t> smallest;
+    for (const auto& d : policy.detects) {
+        if (!d.flow_bytes || d.client_bytes || d.client_rate_bits_per_s) {
+            if (why_not)
+                *why_not = "rule " + d.name + " sums connections (client_bytes or client_rate): " +
+                           "polls read the whole conntrack table";
+            return std::nullopt;
+        }
+        smallest = std::min(smallest.value_or(*d.flow_bytes), *d.flow_bytes);
+    }
+    return smallest;
+}
+
 std::string rate_text(uint64_t bits) {
     return policy::format_rate(bits);
 }
+
+}  // namespace
 
 detect::FlowSample to_detect(const kernel::FlowSample& f) {
     detect::FlowSample d;
@@ -46,8 +69,6 @@ std::vector<detect::FlowSample> to_detect(const std::vector<kernel::FlowSample>&
     return out;
 }
 
-}  // namespace
-
 Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log,
                DaemonOptions options)
     : policy_(std::move(policy)), ports_(ports), log_(std::move(log)), options_(options) {}
@@ -63,25 +84,44 @@ Result<Daemon::Layout> Daemon::make_layout(const policy::Policy& policy, std::ve
     if (!resolved) return resolved.error();
     Layout layout;
     layout.fw = resolved->classifier == plan::ClassifierKind::Fw;
-    auto marks = plan::MarkLayout::make(policy.settings.mark_mask, policy.detects.size(), layout.fw);
+    std::string why_not;
+    auto min_bytes = prefilter_bytes(policy, &why_not);
+    auto marks = plan::MarkLayout::make(policy.settings.mark_mask, policy.detects.size(), layout.fw,
+                                        min_bytes.has_value());
     if (!marks) return marks.error();
     layout.marks = *marks;
+    if (min_bytes && marks->candidate_bit() != 0)
+        layout.prefilter = kernel::MangleSpec::Candidate{*min_bytes, marks->candidate_bit()};
+    else if (min_bytes)
+        why_not =
+            "mark_mask has no bit to spare for the candidate flag: polls read the whole conntrack table";
     detect::Options dopts;
     dopts.poll_interval_ms = policy.settings.poll_interval_ms;
     layout.detector = std::make_unique<detect::Detector>(policy.detects, local_list_, dopts);
-    if (notes) *notes = resolved->notes;
+    if (notes) {
+        *notes = resolved->notes;
+        if (layout.prefilter)
+            notes->push_back(fmt::format(
+                "conntrack prefilter: the kernel flags connections past {} bytes with ctmark bit {:#x} "
+                "(xt_connbytes); polls read only those and the heavy clients' connections",
+                layout.prefilter->min_bytes, layout.prefilter->bit));
+        else if (!why_not.empty())
+            notes->push_back("conntrack prefilter off: " + why_not);
+    }
     return layout;
 }
 
 void Daemon::use(policy::Policy policy, Layout layout) {
     policy_ = std::move(policy);
     fw_ = layout.fw;
+    prefilter_ = layout.prefilter;
     marks_ = layout.marks;
     detector_ = std::move(layout.detector);
     heavy_.clear();
     free_client_numbers_.clear();
     for (uint32_t n = 1; fw_ && n <= marks_.max_clients() && n <= 4096; ++n) free_client_numbers_.insert(n);
     tc_dirty_ = true;
+    full_dump_ = true;
 }
 
 Status Daemon::start(uint64_t now_ms) {
@@ -101,12 +141,14 @@ Status Daemon::start(uint64_t now_ms) {
             "connections older than this are not counted");
     auto before = ports_.mangle.read(net::Family::V4);
     bool had_chain = before && before->has_value();
-    if (auto st = ensure_mangle(policy_, marks_); !st) return st;
-    log_->info("mangle: chain {} with {} rules per family (restore mark, {} DSCP rules); conntrack is active",
-               kernel::kMangleChain, 1 + policy_.detects.size(), policy_.detects.size());
+    if (auto st = ensure_mangle(policy_, marks_, prefilter_); !st) return st;
+    log_->info(
+        "mangle: chain {} with {} rules per family (restore mark, {}{} DSCP rules); conntrack is active",
+        kernel::kMangleChain, 1 + (prefilter_ ? 1 : 0) + policy_.detects.size(),
+        prefilter_ ? "candidate flag, " : "", policy_.detects.size());
     if (fw_) {
         // fw classes carry no address: a previous run's per-client marks cannot be adopted.
-        if (size_t n = clear_marks(nullptr))
+        if (size_t n = clear_marks(nullptr, marks_.restore_mask()))
             log_->info("fw: cleared {} connection marks of a previous run", n);
     }
     adopt(now_ms);
@@ -122,8 +164,9 @@ Status Daemon::start(uint64_t now_ms) {
     return {};
 }
 
-Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks) {
-    auto spec = mangle_spec(policy, marks);
+Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
+                             const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
+    auto spec = mangle_spec(policy, marks, prefilter);
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
     return {};
@@ -209,19 +252,21 @@ std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& f
 }
 
 void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
+    // With the prefilter a heavy client's connections also get the candidate flag, so that the
+    // filtered dumps keep measuring all of its traffic (its release depends on it).
     uint32_t mask = marks_.mask();
     for (const auto& f : flows) {
         auto key = heavy_key_of(f);
         if (!key) continue;
-        uint32_t want = heavy_.at(*key).mark;
+        uint32_t want = heavy_.at(*key).mark | marks_.candidate_bit();
         if ((f.mark & mask) == want) continue;
         if (auto st = ports_.conntrack.set_mark(f, want, mask); !st && st.error().code != ENOENT)
             log_->warn("set ctmark on a connection of {}: {}", key->client.str(), st.error().text());
     }
 }
 
-size_t Daemon::clear_marks(const HeavyKey* only) {
-    uint32_t mask = marks_.mask();
+size_t Daemon::clear_marks(const HeavyKey* only, uint32_t bits) {
+    const uint32_t mask = bits;
     std::vector<kernel::FlowSample> marked;
     auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
         if ((f.mark & mask) == 0) return;
@@ -267,7 +312,10 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
         } else {
             auto it = heavy_.find(key);
             if (it == heavy_.end()) continue;
-            clear_marks(&key);  // undo in reverse order: marks first, then the class
+            // Undo in reverse order: marks first, then the class. The candidate flag stays: the
+            // kernel would set it again on a connection past the threshold anyway, and a flow that
+            // left the filtered dumps would come back as new and count its whole total again.
+            clear_marks(&key, marks_.restore_mask());
             if (fw_)
                 if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
             heavy_.erase(it);
@@ -277,16 +325,34 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
     }
 }
 
+Result<std::vector<kernel::FlowSample>> Daemon::dump(bool full) {
+    kernel::DumpFilter filter;
+    if (!full && prefilter_) filter.mark = kernel::DumpFilter::MarkMatch{prefilter_->bit, prefilter_->bit};
+    return ports_.conntrack.dump_all(filter);
+}
+
 Status Daemon::poll(uint64_t now_ms) {
-    resync_ = false;
+    bool full = !prefilter_ || full_dump_ || resync_;
     refresh_local_addresses();
-    auto flows = ports_.conntrack.dump_all();
+    auto flows = dump(full);
     if (!flows) return flows.error();
+    resync_ = full_dump_ = false;
     act(detector_->observe(now_ms, to_detect(*flows)));
     Status st;
+    bool placed_new = false;
     if (tc_dirty_) {
+        placed_new =
+            std::any_of(heavy_.begin(), heavy_.end(), [](const auto& h) { return !h.second.placed; });
         st = reconcile_tc();
         if (!st) log_->error("tc: {} (retrying at the next poll)", st.error().text());
+        placed_new = placed_new && st;
+    }
+    if (placed_new && !full) {
+        // A client just capped: its small connections are not candidates yet; mark them all.
+        auto all = dump(true);
+        if (!all) return all.error();
+        mark_flows(*all);
+        return st;
     }
     mark_flows(*flows);  // only clients whose class is in the kernel
     return st;
@@ -312,7 +378,7 @@ Status Daemon::stop() {
         return {};
     }
     Status result;
-    if (marks_.mask() != 0) clear_marks(nullptr);
+    if (marks_.mask() != 0) clear_marks(nullptr, marks_.mask());
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.remove_all(family); !st) result = st;
     for (const auto& iface : policy_.interfaces)
@@ -323,20 +389,22 @@ Status Daemon::stop() {
 
 Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
     // Everything the new policy needs is built first; the running one stays on any error.
-    auto layout = make_layout(policy, nullptr);
+    std::vector<std::string> notes;
+    auto layout = make_layout(policy, &notes);
     if (!layout) return layout.error();
-    if (auto st = ensure_mangle(policy, layout->marks); !st) {
-        (void)ensure_mangle(policy_, marks_);
+    if (auto st = ensure_mangle(policy, layout->marks, layout->prefilter); !st) {
+        (void)ensure_mangle(policy_, marks_, prefilter_);
         return st;
     }
     bool marks_changed = layout->marks.mask() != marks_.mask() ||
-                         layout->marks.rule_mask() != marks_.rule_mask() || layout->fw != fw_ ||
+                         layout->marks.rule_mask() != marks_.rule_mask() ||
+                         layout->marks.candidate_bit() != marks_.candidate_bit() || layout->fw != fw_ ||
                          policy.detects.size() != policy_.detects.size();
     for (size_t i = 0; !marks_changed && i < policy.detects.size(); ++i)
         marks_changed = policy.detects[i].name != policy_.detects[i].name;
     if (marks_changed) {
         // Old marks would name other rules now: clear them; heavy clients are marked again.
-        size_t n = clear_marks(nullptr);
+        size_t n = clear_marks(nullptr, marks_.mask());
         log_->info("reload: the mark layout changed, cleared {} connection marks", n);
     }
     for (const auto& old : policy_.interfaces)
@@ -347,6 +415,7 @@ Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
                 log_->info("reload: {} is no longer in the policy: removed its tree", old.device);
         }
     use(std::move(policy), std::move(*layout));
+    for (const auto& note : notes) log_->info("reload: {}", note);
     adopt(now_ms);
     if (auto st = reconcile_tc(); !st) return st;  // retried at the next poll
     log_->info("reload: {} devices, {} caps, {} detect rules", policy_.interfaces.size(), policy_.caps.size(),

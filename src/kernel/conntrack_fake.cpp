@@ -34,6 +34,7 @@ uint32_t FakeConntrackPort::upsert(FlowSample flow, bool assured) {
         std::find_if(table_.begin(), table_.end(), [&](const Entry& e) { return e.flow.same_tuple(flow); });
     if (it != table_.end()) {
         flow.id = it->flow.id;
+        flow.mark = it->flow.mark;  // new counters; the ctmark stays what the kernel holds
         it->flow = flow;
         it->assured = assured;
         return flow.id;
@@ -42,6 +43,13 @@ uint32_t FakeConntrackPort::upsert(FlowSample flow, bool assured) {
     table_.push_back(Entry{flow, assured});
     push_event(FlowEventType::New, flow);
     return flow.id;
+}
+
+bool FakeConntrackPort::or_mark(uint32_t id, uint32_t bits) {
+    auto it = std::find_if(table_.begin(), table_.end(), [&](const Entry& e) { return e.flow.id == id; });
+    if (it == table_.end()) return false;
+    it->flow.mark |= bits;
+    return true;
 }
 
 bool FakeConntrackPort::remove(uint32_t id) {
@@ -68,6 +76,7 @@ void FakeConntrackPort::overflow_events() {
 
 Status FakeConntrackPort::dump(const DumpFilter& filter, const FlowSink& sink) {
     ++dumps_;
+    if (!filter.empty()) ++filtered_dumps_;
     if (int err = std::exchange(dump_error_, 0); err != 0)
         return make_error("dump conntrack", "table", err, std::strerror(err));
     for (const Entry& e : table_)

@@ -19,7 +19,8 @@ std::string explain(int err, const std::string& library_text) {
         case ENOENT:
             hint =
                 "a kernel module is missing: the table needs iptable_mangle/ip6table_mangle, the rules "
-                "need xt_CONNMARK, xt_connmark, xt_DSCP and xt_comment; load them with modprobe";
+                "need xt_CONNMARK, xt_connmark, xt_DSCP, xt_comment and xt_connbytes; load them with "
+                "modprobe";
             break;
         case ENOPROTOOPT:
             hint = "the kernel has no legacy iptables (ip_tables/ip6_tables)";
@@ -127,8 +128,11 @@ Result<std::optional<MangleSpec>> parse_ours(MangleTable& table, net::Family fam
         auto rule = parse_rule(family, rules[i].entry, rules[i].target);
         const auto* restore = rule ? std::get_if<RestoreRule>(&*rule) : nullptr;
         const auto* dscp = rule ? std::get_if<DscpRule>(&*rule) : nullptr;
+        const auto* candidate = rule ? std::get_if<CandidateRule>(&*rule) : nullptr;
         if (i == 0 && restore) {
             spec.mark_mask = restore->mask;
+        } else if (i == 1 && candidate) {
+            spec.candidate = *candidate;
         } else if (i > 0 && dscp) {
             spec.dscp_rules.push_back(*dscp);
         } else {

@@ -4,6 +4,7 @@
 #include <linux/netfilter/xt_CONNMARK.h>
 #include <linux/netfilter/xt_DSCP.h>
 #include <linux/netfilter/xt_comment.h>
+#include <linux/netfilter/xt_connbytes.h>
 #include <linux/netfilter/xt_connmark.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
@@ -13,6 +14,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 namespace flowshaper::kernel::mangle {
 
@@ -129,6 +131,26 @@ std::optional<KnownRule> parse_restore(const PartView& target) {
     return RestoreRule{info.ctmask};
 }
 
+// iptables writes "--connbytes N" (no upper bound) as to = UINT64_MAX; so do we.
+constexpr uint64_t kNoUpperBound = std::numeric_limits<uint64_t>::max();
+
+std::optional<KnownRule> parse_candidate(const std::vector<PartView>& matches, const PartView& target) {
+    if (matches.size() != 1 || !is(matches[0], "connbytes", 0, sizeof(xt_connbytes_info)))
+        return std::nullopt;
+    if (!is(target, "CONNMARK", 2, sizeof(xt_connmark_tginfo2))) return std::nullopt;
+    auto bytes = load<xt_connbytes_info>(matches[0].data);
+    if (bytes.what != XT_CONNBYTES_BYTES || bytes.direction != XT_CONNBYTES_DIR_BOTH ||
+        bytes.count.to != kNoUpperBound || bytes.count.from == 0)
+        return std::nullopt;
+    auto info = load<xt_connmark_tginfo2>(target.data);
+    // --set-xmark B/B and --or-mark B are the same rule (iptables writes nfmask 0xffffffff for
+    // the latter; the SET mode never reads nfmask, so it is not compared).
+    if (info.mode != XT_CONNMARK_SET || info.ctmark != info.ctmask || info.shift_bits != 0 ||
+        info.shift_dir != 0 || info.ctmark == 0 || (info.ctmark & (info.ctmark - 1)) != 0)
+        return std::nullopt;
+    return CandidateRule{bytes.count.from, info.ctmark};
+}
+
 std::optional<KnownRule> parse_dscp(const std::vector<PartView>& matches, const PartView& target) {
     if (matches.empty() || matches.size() > 2) return std::nullopt;
     if (!is(matches[0], "connmark", 1, sizeof(xt_connmark_mtinfo1))) return std::nullopt;
@@ -191,6 +213,20 @@ Bytes build_dscp_rule(net::Family family, const DscpRule& rule) {
     return build_entry(family, matches, XtPart{"DSCP", 0, as_bytes(dscp)});
 }
 
+Bytes build_candidate_rule(net::Family family, const CandidateRule& rule) {
+    xt_connbytes_info bytes{};
+    bytes.count.from = rule.min_bytes;
+    bytes.count.to = kNoUpperBound;
+    bytes.what = XT_CONNBYTES_BYTES;
+    bytes.direction = XT_CONNBYTES_DIR_BOTH;
+    xt_connmark_tginfo2 info{};
+    info.ctmark = rule.bit;
+    info.ctmask = rule.bit;
+    info.mode = XT_CONNMARK_SET;
+    return build_entry(family, {XtPart{"connbytes", 0, as_bytes(bytes)}},
+                       XtPart{"CONNMARK", 2, as_bytes(info)});
+}
+
 Bytes build_jump_rule(net::Family family, const std::string& target) {
     // A standard target: a verdict slot that libiptc fills in (jump offset or verdict).
     int verdict = 0;
@@ -199,6 +235,7 @@ Bytes build_jump_rule(net::Family family, const std::string& target) {
 
 std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec) {
     std::vector<Bytes> rules{build_restore_rule(family, spec.mark_mask)};
+    if (spec.candidate) rules.push_back(build_candidate_rule(family, *spec.candidate));
     for (const DscpRule& r : spec.dscp_rules) rules.push_back(build_dscp_rule(family, r));
     return rules;
 }
@@ -221,7 +258,7 @@ std::optional<KnownRule> parse_rule(net::Family family, const Bytes& entry, cons
     }
     auto t = read_part(entry.data() + target_at, entry.data() + end_at);
     if (!t) return std::nullopt;
-    if (target == "CONNMARK") return matches.empty() ? parse_restore(*t) : std::nullopt;
+    if (target == "CONNMARK") return matches.empty() ? parse_restore(*t) : parse_candidate(matches, *t);
     if (target == "DSCP") return parse_dscp(matches, *t);
     if (matches.empty() && !target.empty() && t->size == XT_ALIGN(sizeof(int))) return JumpRule{target};
     return std::nullopt;
@@ -243,6 +280,13 @@ std::string describe(const KnownRule& rule) {
         return buf;
     }
     if (auto* j = std::get_if<JumpRule>(&rule)) return "-j " + j->target;
+    if (auto* c = std::get_if<CandidateRule>(&rule)) {
+        std::snprintf(buf, sizeof buf,
+                      "-m connbytes --connbytes %llu --connbytes-mode bytes --connbytes-dir both "
+                      "-j CONNMARK --set-xmark 0x%x/0x%x",
+                      static_cast<unsigned long long>(c->min_bytes), c->bit, c->bit);
+        return buf;
+    }
     const auto& d = std::get<DscpRule>(rule);
     std::snprintf(buf, sizeof buf, "-m connmark --mark 0x%x/0x%x", d.ctmark_value, d.ctmark_mask);
     std::string out = buf;
@@ -273,6 +317,16 @@ Status validate(const MangleSpec& spec) {
             return bad(which + "ctmark mask is empty or outside mark_mask");
         if ((r.ctmark_value & ~r.ctmark_mask) != 0)
             return bad(which + "ctmark value has bits outside its mask (it could never match)");
+        if (spec.candidate && (r.ctmark_mask & spec.candidate->bit) != 0)
+            return bad(which + "ctmark mask overlaps the candidate bit");
+    }
+    if (const auto& c = spec.candidate) {
+        if (c->bit == 0 || (c->bit & (c->bit - 1)) != 0)
+            return bad("the candidate flag must be exactly one bit");
+        if ((c->bit & spec.mark_mask) != 0)
+            return bad("the candidate bit lies inside mark_mask (it would be restored into the fwmark)");
+        if (c->min_bytes == 0)
+            return bad("the candidate threshold is 0 bytes: every connection would qualify");
     }
     return {};
 }
@@ -282,6 +336,7 @@ std::vector<std::string> render_save_lines(const MangleSpec& spec) {
                                    std::string("-A ") + kMangleHook + " -j " + kMangleChain};
     const std::string prefix = std::string("-A ") + kMangleChain + " ";
     lines.push_back(prefix + mangle::describe(mangle::RestoreRule{spec.mark_mask}));
+    if (spec.candidate) lines.push_back(prefix + mangle::describe(*spec.candidate));
     for (const auto& r : spec.dscp_rules) lines.push_back(prefix + mangle::describe(r));
     return lines;
 }

@@ -28,11 +28,15 @@ struct JumpRule {
 };
 // -m connmark --mark V/M [-m comment --comment C] -j DSCP --set-dscp D (connmark 1, DSCP 0).
 using DscpRule = MangleSpec::DscpRule;
+// -m connbytes --connbytes N --connbytes-mode bytes --connbytes-dir both
+// -j CONNMARK --set-xmark B/B (connbytes 0, CONNMARK 2): the prefilter's candidate flag.
+using CandidateRule = MangleSpec::Candidate;
 
-using KnownRule = std::variant<RestoreRule, DscpRule, JumpRule>;
+using KnownRule = std::variant<RestoreRule, DscpRule, JumpRule, CandidateRule>;
 
 Bytes build_restore_rule(net::Family family, uint32_t mask);
 Bytes build_dscp_rule(net::Family family, const DscpRule& rule);
+Bytes build_candidate_rule(net::Family family, const CandidateRule& rule);
 // `target`: a chain name or a verdict; libiptc turns either into a standard target.
 Bytes build_jump_rule(net::Family family, const std::string& target);
 // The rules of flowshaper's chain for `spec`, in order.

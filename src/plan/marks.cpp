@@ -40,7 +40,7 @@ uint32_t low_bits_of(uint32_t mask, int n) {
 
 }  // namespace
 
-Result<MarkLayout> MarkLayout::make(uint32_t mark_mask, size_t rules, bool per_client) {
+Result<MarkLayout> MarkLayout::make(uint32_t mark_mask, size_t rules, bool per_client, bool candidate) {
     int available = std::popcount(mark_mask);
     int rule_bits = rules == 0 ? 0 : std::bit_width(rules);  // values 1..rules
     if (rule_bits > available || (per_client && rule_bits >= available))
@@ -50,8 +50,11 @@ Result<MarkLayout> MarkLayout::make(uint32_t mark_mask, size_t rules, bool per_c
                               (per_client ? " and per-client fw marks" : ""));
     MarkLayout m;
     m.mask_ = mark_mask;
+    // The flag takes a bit only when the fields keep what they need (fw: one client bit at least).
+    int needed = rule_bits + (per_client ? 1 : 0);
+    if (candidate && needed < available) m.candidate_bit_ = 1u << (std::bit_width(mark_mask) - 1);
     m.rule_mask_ = low_bits_of(mark_mask, rule_bits);
-    m.client_mask_ = per_client ? (mark_mask & ~m.rule_mask_) : 0;
+    m.client_mask_ = per_client ? (m.restore_mask() & ~m.rule_mask_) : 0;
     return m;
 }
 

@@ -17,6 +17,12 @@ const auto kServer = *net::Address::parse("192.0.2.1");
 const auto kClient = *net::Address::parse("198.51.100.20");
 const auto kOther = *net::Address::parse("198.51.100.21");
 
+// imap_policy()'s marks: rule 1 in the low bit of mark_mask 0x00ff0000, and its highest bit as
+// the prefilter's candidate flag (the only rule is a flow_bytes rule).
+constexpr uint32_t kRuleMark = 0x00010000;
+constexpr uint32_t kCandidate = 0x00800000;
+constexpr uint32_t kHeavyMark = kRuleMark | kCandidate;
+
 policy::Policy imap_policy() {
     policy::Policy p;
     p.file = "daemon.toml";
@@ -71,15 +77,25 @@ struct Rig {
         return std::any_of(lines->begin(), lines->end(),
                            [&](auto& l) { return l.find(needle) != std::string::npos; });
     }
+    // Packets of `flow` passed: conntrack counts them, and the candidate rule that the daemon put
+    // in mangle (if any) flags the connection as xt_connbytes would. Returns its id.
+    uint32_t traffic(const kernel::FlowSample& flow) {
+        uint32_t id = conntrack.upsert(flow);
+        auto spec = mangle.read(flow.family);
+        if (spec && *spec && (*spec)->candidate &&
+            flow.orig_bytes + flow.reply_bytes >= (*spec)->candidate->min_bytes)
+            conntrack.or_mark(id, (*spec)->candidate->bit);
+        return id;
+    }
     size_t classes() const { return tc.state("eth0")->classes.size(); }
     uint32_t mark_of(uint32_t id) const { return conntrack.find(id)->mark; }
 };
 
 // One connection of kClient passes flow_bytes between the polls at 2 s and 3 s; returns its id.
 uint32_t make_heavy(Rig& rig) {
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    uint32_t id = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
     REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));
     REQUIRE(rig.daemon->poll(3000));
     return id;
 }
@@ -103,24 +119,24 @@ TEST_CASE("start switches accounting on, installs the mangle rules and applies t
 TEST_CASE("a connection past flow_bytes caps its client first, then marks its connections") {
     Rig rig;
     rig.start();
-    uint32_t heavy = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
-    uint32_t light = rig.conntrack.upsert(imap_flow(kOther, 40001, 1'000'000));
+    uint32_t heavy = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
+    uint32_t light = rig.traffic(imap_flow(kOther, 40001, 1'000'000));
     REQUIRE(rig.daemon->poll(2000));
     CHECK(rig.classes() == 2);
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
-    rig.conntrack.upsert(imap_flow(kOther, 40001, 2'000'000));
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));
+    rig.traffic(imap_flow(kOther, 40001, 2'000'000));
     REQUIRE(rig.daemon->poll(3000));
     CHECK(rig.logged("mark client=198.51.100.20 rule=imap-sync-loop"));
     CHECK(rig.classes() == 3);
-    CHECK(rig.mark_of(heavy) == 0x00010000);
+    CHECK(rig.mark_of(heavy) == kHeavyMark);
     CHECK(rig.mark_of(light) == 0);
     // The class came before the mark: the last tc change precedes the first mark write.
     REQUIRE(rig.conntrack.mark_writes().size() == 1);
 
     // A connection it opens later, while heavy, is marked as soon as the event arrives.
-    uint32_t later = rig.conntrack.upsert(imap_flow(kClient, 40002, 0));
+    uint32_t later = rig.traffic(imap_flow(kClient, 40002, 0));
     REQUIRE(rig.daemon->on_conntrack_events(3100));
-    CHECK(rig.mark_of(later) == 0x00010000);
+    CHECK(rig.mark_of(later) == kHeavyMark);
 }
 
 TEST_CASE("a heavy client quiet for release_after loses its marks, then its class") {
@@ -133,7 +149,7 @@ TEST_CASE("a heavy client quiet for release_after loses its marks, then its clas
     for (uint64_t t = 13000; t <= 16000; t += 1000) REQUIRE(rig.daemon->poll(t));
     CHECK(rig.logged("release client=198.51.100.20 rule=imap-sync-loop"));
     CHECK(rig.classes() == 2);
-    CHECK(rig.mark_of(id) == 0);
+    CHECK(rig.mark_of(id) == kCandidate);  // the kernel's flag stays
 }
 
 TEST_CASE("a restarted daemon adopts the heavy clients in the kernel and does not decide them twice") {
@@ -148,25 +164,25 @@ TEST_CASE("a restarted daemon adopts the heavy clients in the kernel and does no
     CHECK(rig.logged("adopted heavy client 198.51.100.20 (rule imap-sync-loop)"));
     CHECK(rig.tc.changes_sent() == sent);    // nothing re-created
     CHECK(rig.mangle.commits() == commits);  // nothing re-committed
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 400'000'000));
+    rig.traffic(imap_flow(kClient, 40000, 400'000'000));
     REQUIRE(rig.daemon->poll(51'000));
     CHECK_FALSE(rig.logged("mark client="));
-    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK(rig.mark_of(id) == kHeavyMark);
 }
 
 TEST_CASE("when the kernel refuses the class, no connection is marked and the next poll tries again") {
     Rig rig;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    uint32_t id = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
     REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));
     rig.tc.fail_change(0, ENOMEM);
     CHECK_FALSE(rig.daemon->poll(3000));
     CHECK(rig.classes() == 2);
-    CHECK(rig.mark_of(id) == 0);
+    CHECK(rig.mark_of(id) == kCandidate);  // flagged by the kernel, not marked
     REQUIRE(rig.daemon->poll(4000));
     CHECK(rig.classes() == 3);
-    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK(rig.mark_of(id) == kHeavyMark);
 }
 
 TEST_CASE("stop with on_exit = flush removes chains, classes and marks") {
@@ -183,17 +199,19 @@ TEST_CASE("stop with on_exit = flush removes chains, classes and marks") {
 TEST_CASE("lost conntrack events are caught up by the next poll's dump, not by extra dumps") {
     Rig rig;
     rig.start();
-    uint32_t id = rig.conntrack.upsert(imap_flow(kClient, 40000, 10'000'000));
+    uint32_t id = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
     REQUIRE(rig.daemon->poll(2000));
-    rig.conntrack.upsert(imap_flow(kClient, 40000, 150'000'000));
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));
     rig.conntrack.overflow_events();
     auto dumps = rig.conntrack.dumps();
     REQUIRE(rig.daemon->on_conntrack_events(2500));
     REQUIRE(rig.daemon->on_conntrack_events(2600));
     CHECK(rig.conntrack.dumps() == dumps);
     CHECK(rig.logged("events were lost"));
+    auto filtered = rig.conntrack.filtered_dumps();
     REQUIRE(rig.daemon->poll(3000));
-    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK(rig.conntrack.filtered_dumps() == filtered);  // that poll read the whole table
+    CHECK(rig.mark_of(id) == kHeavyMark);
 }
 
 TEST_CASE("an apply while the daemon runs keeps the heavy clients' classes") {
@@ -229,7 +247,7 @@ TEST_CASE("a reload with an unusable policy keeps the running one") {
     CHECK_FALSE(rig.daemon->reload(bad, 4000));
     REQUIRE(rig.daemon->poll(5000));
     CHECK(rig.classes() == 3);
-    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK(rig.mark_of(id) == kHeavyMark);
 }
 
 TEST_CASE("a reload that changes the mark layout clears old marks and marks heavy clients again") {
@@ -241,7 +259,7 @@ TEST_CASE("a reload that changes the mark layout clears old marks and marks heav
     REQUIRE(rig.daemon->reload(next, 4000));
     CHECK(rig.logged("adopted heavy client 198.51.100.20"));
     REQUIRE(rig.daemon->poll(5000));
-    CHECK(rig.mark_of(id) == 0x00000100);
+    CHECK(rig.mark_of(id) == 0x00008100);  // rule 1 and the new candidate bit
     CHECK(rig.classes() == 3);
 }
 
@@ -251,7 +269,7 @@ TEST_CASE("stop with on_exit = keep leaves chains, classes and marks in place") 
     rig.start();
     uint32_t id = make_heavy(rig);
     REQUIRE(rig.daemon->stop());
-    CHECK(rig.mark_of(id) == 0x00010000);
+    CHECK(rig.mark_of(id) == kHeavyMark);
     CHECK_FALSE(rig.mangle.lines(net::Family::V4).empty());
     CHECK(rig.classes() == 3);
 }
@@ -277,4 +295,106 @@ TEST_CASE("flush_all removes classes, both mangle chains and flowshaper's ctmark
     REQUIRE(again);
     CHECK_FALSE(again->mangle_removed);
     CHECK(again->devices.empty());
+}
+
+TEST_CASE(
+    "with flow_bytes rules only, polls read the kernel's candidates and a new heavy client's other "
+    "connections") {
+    Rig rig;
+    rig.start();
+    CHECK(rig.logged("conntrack prefilter: the kernel flags connections past 100000000 bytes"));
+    auto spec = rig.mangle.read(net::Family::V4);
+    REQUIRE(spec);
+    REQUIRE(*spec);
+    CHECK((*spec)->mark_mask == 0x007f0000);  // the flag is not restored into the fwmark
+    REQUIRE((*spec)->candidate);
+    CHECK(*(*spec)->candidate == kernel::MangleSpec::Candidate{100'000'000, kCandidate});
+
+    uint32_t small = rig.traffic(imap_flow(kClient, 40001, 1'000'000));  // below the threshold
+    uint32_t other = rig.traffic(imap_flow(kOther, 40002, 1'000'000));
+    uint32_t big = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));  // the first poll reads everything (a baseline)
+    CHECK(rig.conntrack.filtered_dumps() == 0);
+    REQUIRE(rig.daemon->poll(2500));
+    CHECK(rig.conntrack.filtered_dumps() == 1);
+    CHECK(rig.mark_of(big) == 0);
+
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));  // now the kernel flags it
+    CHECK(rig.mark_of(big) == kCandidate);
+    auto dumps = rig.conntrack.dumps();
+    REQUIRE(rig.daemon->poll(3000));
+    CHECK(rig.logged("mark client=198.51.100.20 rule=imap-sync-loop"));
+    CHECK(rig.classes() == 3);
+    // A filtered dump found it; one whole-table dump then marked the client's small connection.
+    CHECK(rig.conntrack.dumps() == dumps + 2);
+    CHECK(rig.mark_of(big) == kHeavyMark);
+    CHECK(rig.mark_of(small) == kHeavyMark);
+    CHECK(rig.mark_of(other) == 0);
+
+    dumps = rig.conntrack.dumps();
+    auto filtered = rig.conntrack.filtered_dumps();
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK(rig.conntrack.dumps() == dumps + 1);
+    CHECK(rig.conntrack.filtered_dumps() == filtered + 1);
+}
+
+TEST_CASE("a capped client that reconnects stays capped while its new connections use the cap") {
+    // Its new connections are far below flow_bytes, so the kernel does not flag them: the daemon
+    // flags them itself when it marks them, or the filtered polls would see a quiet client.
+    Rig rig;
+    rig.start();
+    uint32_t first = make_heavy(rig);
+    REQUIRE(rig.classes() == 3);
+    rig.conntrack.remove(first);
+    uint64_t sent = 0;
+    uint16_t sport = 41000;
+    uint32_t id = rig.traffic(imap_flow(kClient, sport, 0));
+    REQUIRE(rig.daemon->on_conntrack_events(3100));
+    CHECK(rig.mark_of(id) == kHeavyMark);
+    for (uint64_t t = 4000; t <= 30000; t += 1000) {
+        sent += 250'000;      // 2 Mbit/s, the rule's cap; the release rate is 1 Mbit/s
+        if (t % 5000 == 0) {  // and every 5 s it starts over on a new connection
+            rig.conntrack.remove(id);
+            sent = 250'000;
+            id = rig.traffic(imap_flow(kClient, ++sport, 0));
+            REQUIRE(rig.daemon->on_conntrack_events(t - 10));
+        }
+        rig.traffic(imap_flow(kClient, sport, sent));
+        REQUIRE(rig.daemon->poll(t));
+    }
+    CHECK_FALSE(rig.logged("release client=198.51.100.20"));
+    CHECK(rig.classes() == 3);
+    CHECK(rig.mark_of(id) == kHeavyMark);
+}
+
+TEST_CASE("a rule that sums connections turns the prefilter off: every poll reads the whole table") {
+    Rig rig;
+    rig.policy.detects[0].flow_bytes.reset();
+    rig.policy.detects[0].client_bytes = 100'000'000;
+    rig.policy.detects[0].window_ms = 60'000;
+    rig.start();
+    CHECK(rig.logged("conntrack prefilter off: rule imap-sync-loop sums connections"));
+    auto spec = rig.mangle.read(net::Family::V4);
+    REQUIRE(spec);
+    REQUIRE(*spec);
+    CHECK_FALSE((*spec)->candidate);
+    CHECK((*spec)->mark_mask == 0x00ff0000);
+    uint32_t a = rig.traffic(imap_flow(kClient, 40000, 1'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    for (uint16_t i = 0; i < 3; ++i)
+        rig.traffic(imap_flow(kClient, static_cast<uint16_t>(40001 + i), 40'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    CHECK(rig.conntrack.filtered_dumps() == 0);
+    CHECK(rig.logged("mark client=198.51.100.20"));
+    CHECK(rig.mark_of(a) == kRuleMark);  // no candidate flag in this layout
+}
+
+TEST_CASE("a mark_mask without a spare bit turns the prefilter off") {
+    Rig rig;
+    rig.policy.settings.mark_mask = 0x00010000;  // exactly the rule field
+    rig.start();
+    CHECK(rig.logged("conntrack prefilter off: mark_mask has no bit to spare"));
+    uint32_t id = make_heavy(rig);
+    CHECK(rig.conntrack.filtered_dumps() == 0);
+    CHECK(rig.mark_of(id) == 0x00010000);
 }

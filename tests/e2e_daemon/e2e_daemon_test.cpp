@@ -67,8 +67,11 @@ void classic_case(const std::string& client, const std::string& light_client,
     REQUIRE(daemon.wait_for_log("mark client=" + client, 8000));
     std::this_thread::sleep_for(1s);
 
-    // The kernel's own view of the connections: the heavy one carries flowshaper's ctmark.
-    auto heavy = conntrack_lines(net.server, {client, "dport=5301", "mark=65536"});
+    // The kernel's own view of the connections: the heavy one carries flowshaper's ctmark, rule 1
+    // (0x10000) and the prefilter's candidate flag (0x800000) that xt_connbytes set past 20MB.
+    CHECK(daemon.log().find("conntrack prefilter: the kernel flags connections past 20000000 bytes") !=
+          std::string::npos);
+    auto heavy = conntrack_lines(net.server, {client, "dport=5301", "mark=8454144"});
     CHECK(heavy.size() >= 1);
     auto light = conntrack_lines(net.server, {light_client, "dport=5301"});
     for (const auto& l : light) CHECK(l.find("mark=0 ") != std::string::npos);
@@ -202,13 +205,15 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
 
     // Killed again, `flowshaper flush` removes everything the daemon left.
     CHECK(second.stop(SIGKILL) == 128 + SIGKILL);
-    CHECK_FALSE(conntrack_lines(net.server, {"10.200.0.2", "mark=65536"}).empty());
+    CHECK_FALSE(conntrack_lines(net.server, {"10.200.0.2", "mark=8454144"}).empty());
     std::string out;
     REQUIRE(net.server.exec(std::string(FLOWSHAPER_BIN) + " flush", &out) == 0);
     CHECK(out.find("removed flowshaper's chains") != std::string::npos);
     CHECK(mangle_save(net.server, false).find("FLOWSHAPER") == std::string::npos);
     CHECK(mangle_save(net.server, true).find("FLOWSHAPER") == std::string::npos);
-    CHECK(conntrack_lines(net.server, {"mark=65536"}).empty());
+    auto left = conntrack_lines(net.server, {"10.200.0.2"});
+    CHECK_FALSE(left.empty());
+    for (const auto& l : left) CHECK(l.find("mark=0 ") != std::string::npos);  // flag included
     CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "noqueue");
     std::this_thread::sleep_for(3s);  // let the upload end before the namespaces go
 }

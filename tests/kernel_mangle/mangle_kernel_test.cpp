@@ -135,6 +135,55 @@ TEST_CASE("ensure creates the chain, the jump and the rules, as iptables-legacy-
     CHECK(save(ns, f) == save(reference, f));
 }
 
+TEST_CASE(
+    "the candidate flag rule lists as iptables-legacy writes it, and iptables' own copy reads back as ours") {
+    require_netns_privileges();
+    const Family f = GENERATE(Family::V4, Family::V6);
+    INFO(family_name(f));
+    MangleSpec spec = example_spec();
+    spec.mark_mask = 0x007f0000;
+    spec.dscp_rules[0].ctmark_mask = spec.dscp_rules[1].ctmark_mask = 0x007f0000;
+    spec.candidate = MangleSpec::Candidate{500000000, 0x00800000};
+    Netns ns("mgc");
+    auto port = make_iptc_mangle_port();
+    {
+        EnterNetns in(ns);
+        auto st = port->ensure(f, spec);
+        INFO((st ? "" : st.error().text()));
+        REQUIRE(st);
+    }
+    const std::string listed = save(ns, f);
+    CHECK(
+        count_lines(listed,
+                    "-A FLOWSHAPER -m connbytes --connbytes 500000000 --connbytes-mode bytes --connbytes-dir "
+                    "both -j CONNMARK --set-xmark 0x800000/0x800000") == 1);
+    CHECK(lines_of(listed).at(9) ==
+          "-A FLOWSHAPER -m connbytes --connbytes 500000000 --connbytes-mode bytes --connbytes-dir both -j "
+          "CONNMARK --set-xmark 0x800000/0x800000");  // right after the restore rule
+
+    // Written by iptables-legacy (with --or-mark, the same rule): identical listing, read as ours.
+    Netns reference("mgcref");
+    const std::string ipt = iptables(f) + " -t mangle ";
+    reference.exec_ok(ipt + "-N FLOWSHAPER");
+    reference.exec_ok(ipt + "-A FLOWSHAPER -j CONNMARK --restore-mark --nfmask 0x7f0000 --ctmask 0x7f0000");
+    reference.exec_ok(ipt +
+                      "-A FLOWSHAPER -m connbytes --connbytes 500000000: --connbytes-dir both "
+                      "--connbytes-mode bytes -j CONNMARK --or-mark 0x800000");
+    reference.exec_ok(ipt + "-A FLOWSHAPER -m connmark --mark 0x10000/0x7f0000 -j DSCP --set-dscp 8");
+    reference.exec_ok(
+        ipt +
+        "-A FLOWSHAPER -m connmark --mark 0x20000/0x7f0000 -m comment --comment 'flowshaper imap' "
+        "-j DSCP --set-dscp 10");
+    reference.exec_ok(ipt + "-I POSTROUTING -j FLOWSHAPER");
+    CHECK(save(reference, f) == listed);
+    EnterNetns in(reference);
+    auto read = port->read(f);
+    INFO((read ? "" : read.error().text()));
+    REQUIRE(read);
+    REQUIRE(read->has_value());
+    CHECK(**read == spec);
+}
+
 TEST_CASE("someone else's rules stay identical, and remove_all restores the table exactly") {
     require_netns_privileges();
     const Family f = GENERATE(Family::V4, Family::V6);

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "flowshaper/kernel/conntrack_port.hpp"
 #include "flowshaper/kernel/mangle_port.hpp"
 #include "netns.hpp"
 
@@ -170,4 +171,50 @@ TEST_CASE("a ctmark written into a live connection (conntrack -U) marks its foll
     CHECK(tos_of(packets, 40003) == std::vector<std::string>{"0x0", "0x20", "0x20"});
     const std::string listed = net.server.exec_ok("conntrack -L -f " + fam + " -p udp --dport 40003");
     CHECK(listed.find("mark=65536") != std::string::npos);
+}
+
+TEST_CASE(
+    "the kernel flags connections past the candidate threshold, and a dump filtered on the flag holds just "
+    "those") {
+    require_netns_privileges();
+    const Family f = GENERATE(Family::V4, Family::V6);
+    INFO((f == Family::V4 ? "IPv4" : "IPv6"));
+    VethPair net("mc");
+    auto port = make_iptc_mangle_port();
+    MangleSpec spec = one_rule();
+    spec.mark_mask = 0x007f0000;
+    spec.dscp_rules[0].ctmark_mask = 0x007f0000;
+    spec.candidate = MangleSpec::Candidate{1000, 0x00800000};
+    {
+        EnterNetns in(net.server);
+        REQUIRE(port->ensure_conntrack_accounting());
+        REQUIRE(port->ensure(f, spec));
+    }
+    // One-byte datagrams: 29 bytes per IPv4 packet, 49 per IPv6 packet.
+    send_udp(net.server, client_address(f), 40005, 45005, 60);  // 1,740 / 2,940 bytes: past 1,000
+    send_udp(net.server, client_address(f), 40006, 45006, 3);   // 87 / 147 bytes: not
+
+    const std::string fam = f == Family::V4 ? "ipv4" : "ipv6";
+    const std::string big = net.server.exec_ok("conntrack -L -f " + fam + " -p udp --dport 40005");
+    const std::string small = net.server.exec_ok("conntrack -L -f " + fam + " -p udp --dport 40006");
+    INFO(big << small);
+    CHECK(big.find("mark=8388608") != std::string::npos);  // 0x800000
+    CHECK(small.find("mark=0") != std::string::npos);
+    // The flag is not restored into the fwmark: the restore rule's mask leaves it out.
+    CHECK(net.server.exec_ok(iptables(f) + "-save -t mangle").find("--nfmask 0x7f0000 --ctmask 0x7f0000") !=
+          std::string::npos);
+
+    EnterNetns in(net.server);
+    auto ct = flowshaper::kernel::make_nfct_conntrack_port({.events = false});
+    REQUIRE(ct);
+    flowshaper::kernel::DumpFilter flagged;
+    flagged.mark = flowshaper::kernel::DumpFilter::MarkMatch{0x00800000, 0x00800000};
+    auto dumped = (*ct)->dump_all(flagged);
+    REQUIRE(dumped);
+    REQUIRE(dumped->size() == 1);
+    CHECK((*dumped)[0].orig_dport == 40005);
+    CHECK((*dumped)[0].orig_bytes >= 1000);
+    auto all = (*ct)->dump_all();
+    REQUIRE(all);
+    CHECK(all->size() >= 2);
 }

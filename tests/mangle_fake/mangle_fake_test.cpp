@@ -252,6 +252,15 @@ TEST_CASE("an invalid spec is refused before anything is read or committed") {
     SECTION("comment too long") {
         spec.dscp_rules[0].comment = std::string(256, 'x');
     }
+    SECTION("a candidate flag of two bits") {
+        spec.candidate = MangleSpec::Candidate{1000, 0x03000000};
+    }
+    SECTION("a candidate bit inside mark_mask") {
+        spec.candidate = MangleSpec::Candidate{1000, 0x00800000};
+    }
+    SECTION("a candidate threshold of 0 bytes") {
+        spec.candidate = MangleSpec::Candidate{0, 0x01000000};
+    }
     auto st = port.ensure(Family::V4, spec);
     REQUIRE_FALSE(st);
     CHECK(st.error().code == EINVAL);
@@ -269,4 +278,30 @@ TEST_CASE("conntrack accounting reports whether it was already on") {
     CHECK(*second);
     port.fail_conntrack_accounting(EROFS);
     CHECK_FALSE(port.ensure_conntrack_accounting());
+}
+
+TEST_CASE("the candidate flag rule follows the restore rule, and switching it on or off takes one commit") {
+    FakeManglePort port;
+    REQUIRE(port.ensure(Family::V4, two_rules()));
+    MangleSpec flagged = two_rules();
+    flagged.mark_mask = 0x007f0000;
+    flagged.candidate = MangleSpec::Candidate{500'000'000, 0x00800000};
+    CHECK(flagged.owned_bits() == 0x00ff0000);
+    REQUIRE(port.ensure(Family::V4, flagged));
+    CHECK(port.commits() == 2);
+    auto lines = port.lines(Family::V4);
+    REQUIRE(lines.size() == 6);
+    CHECK(lines[2] == "-A FLOWSHAPER -j CONNMARK --restore-mark --nfmask 0x7f0000 --ctmask 0x7f0000");
+    CHECK(lines[3] ==
+          "-A FLOWSHAPER -m connbytes --connbytes 500000000 --connbytes-mode bytes --connbytes-dir both -j "
+          "CONNMARK --set-xmark 0x800000/0x800000");
+    auto read = port.read(Family::V4);
+    REQUIRE(read);
+    REQUIRE(read->has_value());
+    CHECK(**read == flagged);
+    REQUIRE(port.ensure(Family::V4, flagged));
+    CHECK(port.commits() == 2);
+    REQUIRE(port.ensure(Family::V4, two_rules()));
+    CHECK(port.commits() == 3);
+    CHECK(port.lines(Family::V4) == kTwoRulesLines);
 }

@@ -2,10 +2,13 @@
 // (conditions, other revisions, other options) are not taken for its own.
 #include <arpa/inet.h>
 #include <linux/netfilter/x_tables.h>
+#include <linux/netfilter/xt_connbytes.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
 
 #include <catch2/catch.hpp>
+#include <cstddef>
+#include <cstring>
 
 #include "mangle_xt_rules.hpp"
 
@@ -33,6 +36,13 @@ TEST_CASE("built rules have the kernel's sizes and parse back to themselves in b
     Bytes with_comment = build_dscp_rule(family, commented);
     CHECK(with_comment.size() == header + 48 + 32 + 256 + 40);
     CHECK(parse_rule(family, with_comment, "DSCP") == KnownRule{commented});
+
+    CandidateRule flag{500'000'000, 0x00800000};
+    Bytes candidate = build_candidate_rule(family, flag);
+    // entry + connbytes match (32 + 24) + CONNMARK target (32 + 16)
+    CHECK(candidate.size() == header + 56 + 48);
+    CHECK(target_name(family, candidate) == "CONNMARK");
+    CHECK(parse_rule(family, candidate, "CONNMARK") == KnownRule{flag});
 
     Bytes jump = build_jump_rule(family, "FLOWSHAPER");
     CHECK(jump.size() == header + XT_ALIGN(sizeof(xt_standard_target)));
@@ -62,6 +72,30 @@ TEST_CASE("another revision or another CONNMARK mode is not flowshaper's") {
     }
 }
 
+TEST_CASE("a connbytes rule with a bound, another direction, another mode or several bits is not ours") {
+    Bytes rule = build_candidate_rule(Family::V4, {1'000'000, 0x100});
+    const size_t info_at = sizeof(ipt_entry) + sizeof(xt_entry_match);
+    const size_t target_info_at = sizeof(ipt_entry) + 32 + 24 + sizeof(xt_entry_target);
+    REQUIRE(parse_rule(Family::V4, rule, "CONNMARK").has_value());
+    SECTION("an upper bound") {
+        xt_connbytes_info info;
+        std::memcpy(&info, rule.data() + info_at, sizeof info);
+        info.count.to = 2'000'000;
+        std::memcpy(rule.data() + info_at, &info, sizeof info);
+    }
+    SECTION("the reply direction only") {
+        rule[info_at + offsetof(xt_connbytes_info, direction)] = XT_CONNBYTES_DIR_REPLY;
+    }
+    SECTION("packets instead of bytes") {
+        rule[info_at + offsetof(xt_connbytes_info, what)] = XT_CONNBYTES_PKTS;
+    }
+    SECTION("two bits set") {
+        rule[target_info_at] = 0x03;      // tginfo2.ctmark, low byte: 0x103
+        rule[target_info_at + 4] = 0x03;  // tginfo2.ctmask, low byte: 0x103
+    }
+    CHECK_FALSE(parse_rule(Family::V4, rule, "CONNMARK").has_value());
+}
+
 TEST_CASE("garbage after a name's NUL, as the kernel leaves it, does not matter") {
     Bytes dscp = build_dscp_rule(Family::V6, {0x1, 0xf, 10, ""});
     const size_t match_at = sizeof(ip6t_entry);
@@ -81,4 +115,7 @@ TEST_CASE("rules are described as iptables-legacy-save prints them") {
           "-m connmark --mark 0x10000/0xff0000 -m comment --comment \"flowshaper imap\" -j DSCP --set-dscp "
           "0x08");
     CHECK(describe(JumpRule{"FLOWSHAPER"}) == "-j FLOWSHAPER");
+    CHECK(describe(CandidateRule{500'000'000, 0x800000}) ==
+          "-m connbytes --connbytes 500000000 --connbytes-mode bytes --connbytes-dir both -j CONNMARK "
+          "--set-xmark 0x800000/0x800000");
 }

@@ -41,3 +41,30 @@ TEST_CASE("a mask too small for the rules is an error") {
     CHECK_THAT(m.error().text(), Catch::Contains("too few for 2 [[detect]] rules"));
     CHECK_FALSE(plan::MarkLayout::make(0x3, 3, true));
 }
+
+TEST_CASE("the candidate flag takes the mask's highest bit when the fields can spare it") {
+    auto m = plan::MarkLayout::make(0x00ff0000, 3, false, true);
+    REQUIRE(m);
+    CHECK(m->candidate_bit() == 0x00800000);
+    CHECK(m->restore_mask() == 0x007f0000);
+    CHECK(m->mask() == 0x00ff0000);
+    CHECK(m->rule_mask() == 0x00030000);
+
+    auto fw = plan::MarkLayout::make(0x00ff0000, 1, true, true);
+    REQUIRE(fw);
+    CHECK(fw->candidate_bit() == 0x00800000);
+    CHECK(fw->client_mask() == 0x007e0000);  // the flag is not a client bit
+    CHECK(fw->max_clients() == 63);
+    CHECK((fw->client_value(0, 63) & fw->candidate_bit()) == 0);
+
+    // No bit to spare: no flag, and the layout is the same as without asking.
+    auto tight = plan::MarkLayout::make(0x3, 3, false, true);
+    REQUIRE(tight);
+    CHECK(tight->candidate_bit() == 0);
+    CHECK(tight->restore_mask() == 0x3);
+    auto tight_fw = plan::MarkLayout::make(0x3, 1, true, true);
+    REQUIRE(tight_fw);
+    CHECK(tight_fw->candidate_bit() == 0);
+    CHECK(tight_fw->client_mask() == 0x2);
+    CHECK(plan::MarkLayout::make(0x00ff0000, 3, false, false)->candidate_bit() == 0);
+}

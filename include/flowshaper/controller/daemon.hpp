@@ -41,7 +41,11 @@ public:
     // clients that a previous run left in the kernel, and applies the tree. An error leaves
     // nothing of this start behind that stop() would not remove.
     Status start(uint64_t now_ms);
-    // One poll cycle: dump, account, decide, act.
+    // One poll cycle: dump, account, decide, act. With the conntrack prefilter (every rule a
+    // flow_bytes rule, and a spare bit in mark_mask) the dump holds only the connections the
+    // kernel flagged as candidates (over the smallest flow_bytes) and those of heavy clients;
+    // the first poll, a poll after lost events and a poll that placed a new heavy client read
+    // the whole table.
     Status poll(uint64_t now_ms);
     // New connections of heavy clients get their mark at once; lost events trigger a resync.
     Status on_conntrack_events(uint64_t now_ms);
@@ -66,6 +70,7 @@ private:
     // What one policy needs beyond the policy itself; built whole before it replaces the old.
     struct Layout {
         bool fw = false;
+        std::optional<kernel::MangleSpec::Candidate> prefilter;  // the kernel's candidate flag
         plan::MarkLayout marks;
         std::unique_ptr<detect::Detector> detector;
     };
@@ -73,12 +78,15 @@ private:
     Result<Layout> make_layout(const policy::Policy& policy, std::vector<std::string>* notes);
     void use(policy::Policy policy, Layout layout);
     Status reconcile_tc();
-    Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks);
+    Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
+                         const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
     void act(const std::vector<detect::Decision>& decisions);
     void mark_flows(const std::vector<kernel::FlowSample>& flows);
     void refresh_local_addresses();
-    size_t clear_marks(const HeavyKey* only);
+    // Clears `bits` on the connections that carry any of them (only: that client's, of its rule).
+    size_t clear_marks(const HeavyKey* only, uint32_t bits);
+    Result<std::vector<kernel::FlowSample>> dump(bool full);
     std::optional<uint32_t> mark_for(const HeavyKey& key);
     void forget(std::map<HeavyKey, HeavyState>::iterator it);
     std::optional<HeavyKey> heavy_key_of(const kernel::FlowSample& flow) const;
@@ -89,14 +97,20 @@ private:
     DaemonOptions options_;
     plan::MarkLayout marks_;
     bool fw_ = false;
+    std::optional<kernel::MangleSpec::Candidate> prefilter_;
     std::unique_ptr<detect::Detector> detector_;
     std::vector<net::Address> local_list_;
     detect::LocalAddresses local_;
     std::map<HeavyKey, HeavyState> heavy_;
     std::set<uint32_t> free_client_numbers_;
     bool tc_dirty_ = true;
-    bool resync_ = false;
+    bool resync_ = false;    // events were lost: the next poll reads the whole table
+    bool full_dump_ = true;  // the next poll reads the whole table (prefilter or not)
 };
+
+// A conntrack sample as the detector takes it (the ctmark and packet counts left out).
+detect::FlowSample to_detect(const kernel::FlowSample& flow);
+std::vector<detect::FlowSample> to_detect(const std::vector<kernel::FlowSample>& flows);
 
 // `flowshaper run FILE`: the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads.
 // Returns the process exit status.

@@ -100,9 +100,11 @@ public:
     FakeConntrackPort();
     ~FakeConntrackPort() override;
 
-    // Adds the entry (a New event; id assigned when 0) or replaces the one with the same tuple.
-    // Returns the entry's id.
+    // Adds the entry (a New event; id assigned when 0) or updates the one with the same tuple
+    // (its counters and state; its ctmark stays, as in the kernel). Returns the entry's id.
     uint32_t upsert(FlowSample flow, bool assured = true);
+    // Sets ctmark bits the way a rule in the kernel would (not a write of this port's user).
+    bool or_mark(uint32_t id, uint32_t bits);
     // Removes the entry with this id (a Destroy event carrying its last counters).
     bool remove(uint32_t id);
     const FlowSample* find(uint32_t id) const;
@@ -116,6 +118,7 @@ public:
 
     const std::vector<MarkWrite>& mark_writes() const { return mark_writes_; }
     uint64_t dumps() const { return dumps_; }
+    uint64_t filtered_dumps() const { return filtered_dumps_; }  // dumps with a non-empty filter
 
     Status dump(const DumpFilter& filter, const FlowSink& sink) override;
     Status set_mark(const FlowSample& flow, uint32_t value, uint32_t mask) override;
@@ -137,6 +140,7 @@ private:
     int mark_error_ = 0;
     bool lost_ = false;
     uint64_t dumps_ = 0;
+    uint64_t filtered_dumps_ = 0;
     int event_fd_ = -1;  // an eventfd, readable while events are queued
 };
 

@@ -6,6 +6,8 @@
 //   -A POSTROUTING -j FLOWSHAPER                                  (inserted at the top, once)
 //   -A FLOWSHAPER -j CONNMARK --restore-mark --nfmask M --ctmask M   (M = mark_mask; this rule
 //                                                 also switches conntrack on in the namespace)
+//   -A FLOWSHAPER -m connbytes --connbytes N --connbytes-mode bytes --connbytes-dir both
+//                 -j CONNMARK --set-xmark B/B       (optional: the candidate flag, see below)
 //   -A FLOWSHAPER -m connmark --mark V/R [-m comment --comment C] -j DSCP --set-dscp D
 //                                                               (one per [[detect]] rule)
 // Nothing else in the table is ever touched: other rules of POSTROUTING and other chains stay
@@ -44,11 +46,26 @@ struct MangleSpec {
     };
     std::vector<DscpRule> dscp_rules;  // one per [[detect]] rule, in this order
 
+    // The kernel-side prefilter: a connection that has moved at least `min_bytes` (both
+    // directions together) gets ctmark bit `bit` from the next packet that leaves, so that a
+    // dump filtered on that bit carries only the connections that can be heavy. `bit` lies
+    // outside mark_mask (it is never restored into the fwmark) and outside every DSCP rule.
+    struct Candidate {
+        uint64_t min_bytes = 0;
+        uint32_t bit = 0;
+        bool operator==(const Candidate&) const = default;
+    };
+    std::optional<Candidate> candidate;
+
+    // Every ctmark bit these rules write or restore.
+    uint32_t owned_bits() const { return mark_mask | (candidate ? candidate->bit : 0); }
+
     bool operator==(const MangleSpec&) const = default;
 };
 
 // Checks what the kernel would accept and what could ever match: mark_mask != 0, dscp <= 63,
-// comment < 256 bytes without NUL, ctmark_mask within mark_mask, ctmark_value within ctmark_mask.
+// comment < 256 bytes without NUL, ctmark_mask within mark_mask, ctmark_value within ctmark_mask,
+// a candidate bit that is one bit outside mark_mask, with min_bytes > 0.
 Status validate(const MangleSpec& spec);
 
 // The rules of `spec` as iptables-legacy-save prints them (for humans, `plan`, and docs).

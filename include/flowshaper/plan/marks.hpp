@@ -5,6 +5,10 @@
 // client field: a per-heavy-client number, so that a fw filter can map the whole mark to that
 // client's class. The mangle table needs one rule per [[detect]] rule whatever the number of
 // clients: "ctmark & rule_mask == rule value -> set DSCP".
+//
+// Optionally the highest bit of the mask is the candidate flag of the conntrack prefilter (set by
+// the kernel on connections over a byte count; see kernel::MangleSpec::Candidate). It is never
+// restored into the fwmark and never part of a rule or client value.
 #pragma once
 
 #include <cstdint>
@@ -17,9 +21,15 @@ namespace flowshaper::plan {
 class MarkLayout {
 public:
     // Errors when the mask is too small for the rules (and, with fw, for at least one client).
-    static Result<MarkLayout> make(uint32_t mark_mask, size_t rules, bool per_client);
+    // With `candidate`, the highest bit becomes the candidate flag when the mask has a bit to
+    // spare for it (candidate_bit() stays 0 otherwise: no prefilter, not an error).
+    static Result<MarkLayout> make(uint32_t mark_mask, size_t rules, bool per_client, bool candidate = false);
 
-    uint32_t mask() const { return mask_; }
+    uint32_t mask() const { return mask_; }  // every bit flowshaper owns
+    // The bits that name a rule and a client: written on heavy connections, restored into the
+    // fwmark (the mask without the candidate flag).
+    uint32_t restore_mask() const { return mask_ & ~candidate_bit_; }
+    uint32_t candidate_bit() const { return candidate_bit_; }
     uint32_t rule_mask() const { return rule_mask_; }
     uint32_t client_mask() const { return client_mask_; }
     // The mark of rule `index` (0-based) with no client number.
@@ -35,6 +45,7 @@ private:
     uint32_t mask_ = 0;
     uint32_t rule_mask_ = 0;
     uint32_t client_mask_ = 0;
+    uint32_t candidate_bit_ = 0;
 };
 
 // Spreads the low bits of `value` over the set bits of `mask` (like x86 PDEP).
