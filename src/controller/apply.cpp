@@ -1,5 +1,6 @@
 #include "flowshaper/controller/apply.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <map>
 
@@ -11,6 +12,7 @@ namespace {
 
 struct Snapshot {
     std::string device;
+    size_t interface = 0;  // its index in policy.interfaces (and in the plan)
     tc::ObservedDevice observed;
     bool ours() const { return observed.root_info.owner == tc::RootInfo::Owner::Ours; }
 };
@@ -23,9 +25,12 @@ Error refuse_foreign(const std::string& device, const tc::RootInfo& root) {
                           device + " root) or run 'flowshaper apply --force' to replace it");
 }
 
-Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel::TcPort& port, bool force) {
+Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel::TcPort& port, bool force,
+                                           const std::optional<std::vector<std::string>>& only = {}) {
     std::vector<Snapshot> out;
-    for (const auto& iface : policy.interfaces) {
+    for (size_t i = 0; i < policy.interfaces.size(); ++i) {
+        const auto& iface = policy.interfaces[i];
+        if (only && std::find(only->begin(), only->end(), iface.device) == only->end()) continue;
         auto observed = port.read(iface.device);
         if (!observed) {
             auto e = observed.error();
@@ -34,7 +39,7 @@ Result<std::vector<Snapshot>> read_devices(const policy::Policy& policy, kernel:
         }
         if (observed->root_info.owner == tc::RootInfo::Owner::Foreign && !force)
             return refuse_foreign(iface.device, observed->root_info);
-        out.push_back({iface.device, std::move(*observed)});
+        out.push_back({iface.device, i, std::move(*observed)});
     }
     return out;
 }
@@ -86,7 +91,7 @@ Result<std::vector<plan::DevicePlan>> plan_policy(const policy::Policy& policy, 
 
 Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& port,
                                  const ApplyOptions& options) {
-    auto snaps = read_devices(policy, port, options.force);
+    auto snaps = read_devices(policy, port, options.force, options.devices);
     if (!snaps) return snaps.error();
     ApplyReport report;
     auto heavy = options.heavy ? *options.heavy : heavy_in(policy, *snaps);
@@ -99,7 +104,7 @@ Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& p
         out.device = snap.device;
         out.created_root = !snap.ours();
         const tc::DeviceState empty{};
-        out.changes = plan::diff((*plans)[i].desired, snap.ours() ? snap.observed.state : empty);
+        out.changes = plan::diff((*plans)[snap.interface].desired, snap.ours() ? snap.observed.state : empty);
         report.devices.push_back(std::move(out));
     }
     if (options.dry_run) return report;

@@ -151,15 +151,18 @@ Status Daemon::start(uint64_t now_ms) {
         if (size_t n = clear_marks(nullptr, marks_.restore_mask()))
             log_->info("fw: cleared {} connection marks of a previous run", n);
     }
+    first_device_scan_ = true;
+    device_index_.clear();
+    refresh_devices();
     adopt(now_ms);
-    if (auto st = reconcile_tc(); !st) {
+    if (auto st = reconcile_tc(true); !st) {
         // apply rolled the devices back; undo what this start added, and only that.
         if (!had_chain)
             for (auto family : kFamilies) (void)ports_.mangle.remove_all(family);
         return st;
     }
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
-               policy_.interfaces.size(), policy_.caps.size(), policy_.detects.size(),
+               device_index_.size(), policy_.caps.size(), policy_.detects.size(),
                policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
     return {};
 }
@@ -203,30 +206,83 @@ void Daemon::forget(std::map<HeavyKey, HeavyState>::iterator it) {
     heavy_.erase(it);
 }
 
-Status Daemon::reconcile_tc() {
-    ApplyOptions opts;
-    opts.force = options_.force;
-    opts.heavy = heavy();
-    auto report = apply_policy(policy_, ports_.tc, opts);
-    if (!report) {
-        // apply rolled back: the clients that were not in the kernel yet are still not. Forget
-        // them (the detector decides again later) and keep marking the ones that are.
-        for (auto it = heavy_.begin(); it != heavy_.end();) {
-            auto next = std::next(it);
-            if (!it->second.placed) {
-                log_->error("could not cap client={} rule={}: {}; deciding again later",
-                            it->first.client.str(), policy_.detects[it->first.rule].name,
-                            report.error().text());
-                forget(it);
-            }
-            it = next;
+Status Daemon::reconcile_tc(bool together) {
+    // The devices that exist now; a policy device that does not gets its tree when it appears.
+    std::vector<std::string> present;
+    for (const auto& iface : policy_.interfaces)
+        if (device_index_.count(iface.device)) present.push_back(iface.device);
+    // At start every device goes in one apply (all or nothing: a failed start leaves no tree
+    // behind); later each device on its own, so that one that fails holds up no other.
+    std::vector<std::vector<std::string>> batches;
+    if (together && !present.empty()) batches.push_back(present);
+    if (!together)
+        for (const auto& d : present) batches.push_back({d});
+    std::set<std::string> done;
+    Status result;
+    size_t sent = 0;
+    for (const auto& batch : batches) {
+        ApplyOptions opts;
+        opts.force = options_.force;
+        opts.heavy = heavy();
+        opts.devices = batch;
+        auto report = apply_policy(policy_, ports_.tc, opts);
+        if (!report) {
+            result = report.error();
+            continue;
         }
-        return report.error();
+        sent += report->changes_sent;
+        done.insert(batch.begin(), batch.end());
     }
-    for (auto& [key, state] : heavy_) state.placed = true;
-    tc_dirty_ = false;
-    if (report->changes_sent) log_->debug("tc: {} changes sent", report->changes_sent);
-    return {};
+    // A client whose device's tree is in place is capped; one whose device failed or is gone and
+    // that was not capped yet is forgotten (the detector decides again later). A capped client
+    // whose device went away keeps its place: its class comes back with the device's tree.
+    for (auto it = heavy_.begin(); it != heavy_.end();) {
+        auto next = std::next(it);
+        const std::string& device = policy_.detects[it->first.rule].device;
+        if (done.count(device)) {
+            it->second.placed = true;
+        } else if (!it->second.placed) {
+            std::string why = device_index_.count(device)
+                                  ? (result ? std::string("not applied") : result.error().text())
+                                  : "device " + device + " does not exist";
+            log_->error("could not cap client={} rule={}: {}; deciding again later", it->first.client.str(),
+                        policy_.detects[it->first.rule].name, why);
+            forget(it);
+        }
+        it = next;
+    }
+    tc_dirty_ = done.size() != present.size();
+    if (sent) log_->debug("tc: {} changes sent", sent);
+    return result;
+}
+
+void Daemon::refresh_devices() {
+    auto links = ports_.links.links();
+    if (!links) {
+        log_->warn("reading this host's devices: {}", links.error().text());
+        return;
+    }
+    std::map<std::string, int> now;
+    for (const auto& l : *links)
+        if (policy_.find_interface(l.name)) now[l.name] = l.ifindex;
+    for (const auto& iface : policy_.interfaces) {
+        auto was = device_index_.find(iface.device);
+        auto is = now.find(iface.device);
+        if (was != device_index_.end() && is == now.end()) {
+            log_->warn("device {} is gone: its tree will be applied again when it comes back", iface.device);
+        } else if (was == device_index_.end() && is != now.end()) {
+            if (!first_device_scan_) log_->info("device {} appeared: applying its tree", iface.device);
+            tc_dirty_ = true;
+        } else if (was != device_index_.end() && is != now.end() && was->second != is->second) {
+            log_->info("device {} was created again (index {} -> {}): applying its tree", iface.device,
+                       was->second, is->second);
+            tc_dirty_ = true;
+        } else if (first_device_scan_ && is == now.end()) {
+            log_->warn("device {} does not exist (yet): its tree is applied when it appears", iface.device);
+        }
+    }
+    device_index_ = std::move(now);
+    first_device_scan_ = false;
 }
 
 void Daemon::refresh_local_addresses() {
@@ -334,6 +390,7 @@ Result<std::vector<kernel::FlowSample>> Daemon::dump(bool full) {
 Status Daemon::poll(uint64_t now_ms) {
     bool full = !prefilter_ || full_dump_ || resync_;
     refresh_local_addresses();
+    refresh_devices();
     auto flows = dump(full);
     if (!flows) return flows.error();
     resync_ = full_dump_ = false;
@@ -341,11 +398,13 @@ Status Daemon::poll(uint64_t now_ms) {
     Status st;
     bool placed_new = false;
     if (tc_dirty_) {
-        placed_new =
-            std::any_of(heavy_.begin(), heavy_.end(), [](const auto& h) { return !h.second.placed; });
-        st = reconcile_tc();
+        auto placed = [&] {
+            return std::count_if(heavy_.begin(), heavy_.end(), [](const auto& h) { return h.second.placed; });
+        };
+        auto before = placed();
+        st = reconcile_tc(false);
         if (!st) log_->error("tc: {} (retrying at the next poll)", st.error().text());
-        placed_new = placed_new && st;
+        placed_new = placed() > before;
     }
     if (placed_new && !full) {
         // A client just capped: its small connections are not candidates yet; mark them all.
@@ -416,8 +475,10 @@ Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
         }
     use(std::move(policy), std::move(*layout));
     for (const auto& note : notes) log_->info("reload: {}", note);
+    first_device_scan_ = true;  // warn about the new policy's missing devices, as at start
+    refresh_devices();
     adopt(now_ms);
-    if (auto st = reconcile_tc(); !st) return st;  // retried at the next poll
+    if (auto st = reconcile_tc(false); !st) return st;  // retried at the next poll
     log_->info("reload: {} devices, {} caps, {} detect rules", policy_.interfaces.size(), policy_.caps.size(),
                policy_.detects.size());
     return {};

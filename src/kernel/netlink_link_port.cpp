@@ -20,7 +20,29 @@ struct CacheFree {
 
 }  // namespace
 
-Result<std::vector<std::string>> NetlinkLinkPort::devices() {
+Result<std::vector<std::string>> LinkPort::devices() {
+    auto all = links();
+    if (!all) return all.error();
+    std::vector<std::string> names;
+    for (auto& l : *all) names.push_back(std::move(l.name));
+    return names;
+}
+
+FakeLinkPort::FakeLinkPort(std::vector<std::string> names, std::vector<net::Address> addresses)
+    : addresses_(std::move(addresses)) {
+    for (const auto& n : names) add(n);
+}
+
+void FakeLinkPort::add(const std::string& name) {
+    remove(name);
+    links_.push_back({name, next_ifindex_++});
+}
+
+void FakeLinkPort::remove(const std::string& name) {
+    std::erase_if(links_, [&](const LinkInfo& l) { return l.name == name; });
+}
+
+Result<std::vector<LinkInfo>> NetlinkLinkPort::links() {
     std::unique_ptr<nl_sock, SockFree> sock(nl_socket_alloc());
     if (!sock) return make_error("list links", "", ENOMEM, "out of memory");
     if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
@@ -29,10 +51,12 @@ Result<std::vector<std::string>> NetlinkLinkPort::devices() {
     if (int err = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); err < 0)
         return make_error("list links", "", -err, nl_geterror(err));
     std::unique_ptr<nl_cache, CacheFree> cache(raw);
-    std::vector<std::string> names;
-    for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o))
-        if (const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o))) names.emplace_back(name);
-    return names;
+    std::vector<LinkInfo> out;
+    for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+        auto* link = reinterpret_cast<rtnl_link*>(o);
+        if (const char* name = rtnl_link_get_name(link)) out.push_back({name, rtnl_link_get_ifindex(link)});
+    }
+    return out;
 }
 
 Result<std::vector<net::Address>> NetlinkLinkPort::local_addresses() {

@@ -398,3 +398,74 @@ TEST_CASE("a mark_mask without a spare bit turns the prefilter off") {
     CHECK(rig.conntrack.filtered_dumps() == 0);
     CHECK(rig.mark_of(id) == 0x00010000);
 }
+
+TEST_CASE("a policy device that does not exist yet gets its tree when it appears") {
+    Rig rig;
+    rig.links.remove("eth0");
+    rig.tc.remove_device("eth0");
+    rig.start();
+    CHECK(rig.logged("device eth0 does not exist (yet)"));
+    CHECK(rig.logged("ready: 0 devices"));
+    REQUIRE(rig.daemon->poll(2000));
+    CHECK(rig.tc.changes_sent() == 0);
+
+    rig.links.add("eth0");
+    rig.tc.add_device("eth0");
+    REQUIRE(rig.daemon->poll(3000));
+    CHECK(rig.logged("device eth0 appeared: applying its tree"));
+    CHECK(rig.classes() == 2);
+    auto sent = rig.tc.changes_sent();
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK(rig.tc.changes_sent() == sent);  // applied once, not at every poll
+}
+
+TEST_CASE("a device deleted and created again gets its tree back with its heavy clients' classes") {
+    Rig rig;
+    rig.start();
+    uint32_t id = make_heavy(rig);
+    REQUIRE(rig.classes() == 3);
+    rig.links.remove("eth0");
+    rig.tc.remove_device("eth0");
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK(rig.logged("device eth0 is gone"));
+
+    rig.links.add("eth0");  // a new index
+    rig.tc.add_device("eth0");
+    REQUIRE(rig.daemon->poll(5000));
+    CHECK(rig.logged("device eth0 appeared: applying its tree"));
+    CHECK(rig.classes() == 3);  // root, default and the capped client
+    CHECK(rig.mark_of(id) == kHeavyMark);
+}
+
+TEST_CASE("a device that is replaced between two polls is noticed by its new index") {
+    Rig rig;
+    rig.start();
+    make_heavy(rig);
+    rig.tc.remove_device("eth0");
+    rig.tc.add_device("eth0");  // the kernel default root: the tree is gone
+    rig.links.add("eth0");      // same name, new index
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK(rig.logged("device eth0 was created again"));
+    CHECK(rig.classes() == 3);
+}
+
+TEST_CASE("a client that turns heavy while its device is gone is decided again later, not capped blind") {
+    Rig rig;
+    rig.start();
+    uint32_t id = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    rig.links.remove("eth0");
+    rig.tc.remove_device("eth0");
+    rig.traffic(imap_flow(kClient, 40000, 150'000'000));
+    (void)rig.daemon->poll(3000);
+    CHECK(rig.logged("device eth0 does not exist"));
+    CHECK(rig.mark_of(id) == kCandidate);  // not marked: it has no class to go to
+
+    rig.links.add("eth0");
+    rig.tc.add_device("eth0");
+    rig.traffic(imap_flow(kClient, 40000, 300'000'000));
+    REQUIRE(rig.daemon->poll(4000));
+    REQUIRE(rig.daemon->poll(5000));
+    CHECK(rig.classes() == 3);
+    CHECK(rig.mark_of(id) == kHeavyMark);
+}

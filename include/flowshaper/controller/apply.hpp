@@ -21,6 +21,9 @@ struct ApplyOptions {
     // The heavy clients to keep classes for. Unset (the `apply` command): the ones the devices
     // already have stay, so that an apply while the daemon runs lifts no cap.
     std::optional<std::vector<plan::HeavyClient>> heavy;
+    // Only these devices of the policy (the daemon reconciles each device on its own, so that
+    // one device that is gone does not hold up the others). Unset: every device.
+    std::optional<std::vector<std::string>> devices;
 };
 
 struct DeviceOutcome {

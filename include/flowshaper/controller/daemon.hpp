@@ -77,7 +77,11 @@ private:
 
     Result<Layout> make_layout(const policy::Policy& policy, std::vector<std::string>* notes);
     void use(policy::Policy policy, Layout layout);
-    Status reconcile_tc();
+    // Applies the tree to the policy's devices that exist; `together`: in one all-or-nothing apply.
+    Status reconcile_tc(bool together);
+    // Notices policy devices that appeared, went away or were created again (a new index: the
+    // kernel dropped their qdiscs) and schedules a reconcile for them.
+    void refresh_devices();
     Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                          const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
@@ -104,6 +108,8 @@ private:
     std::map<HeavyKey, HeavyState> heavy_;
     std::set<uint32_t> free_client_numbers_;
     bool tc_dirty_ = true;
+    std::map<std::string, int> device_index_;  // the policy's devices that exist, and their index
+    bool first_device_scan_ = true;
     bool resync_ = false;    // events were lost: the next poll reads the whole table
     bool full_dump_ = true;  // the next poll reads the whole table (prefilter or not)
 };

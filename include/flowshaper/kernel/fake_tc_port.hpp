@@ -18,6 +18,8 @@ public:
     // A device with the kernel's default root (noqueue), or a foreign one.
     void add_device(const std::string& device,
                     tc::RootInfo root = {tc::RootInfo::Owner::KernelDefault, "noqueue", 0});
+    // The device is gone, and with it everything on it (as when a link is deleted).
+    void remove_device(const std::string& device) { devices_.erase(device); }
     void set_features(TcFeatures features) { features_ = std::move(features); }
     // The n-th change from now (0 = the next one) fails with `err`.
     void fail_change(uint64_t nth, int err);
