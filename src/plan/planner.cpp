@@ -53,7 +53,9 @@ public:
         if (auto st = static_classes(); !st) return st.error();
         collect_slots();
         if (auto st = client_classes(); !st) return st.error();
-        for (auto& f : fixed_u32_nodes()) plan_.desired.u32.push_back(std::move(f));
+        std::set<uint32_t> tables;
+        for (const auto& f : plan_.desired.u32) tables.insert(tc::u32_table_of(f.handle));
+        for (auto& f : fixed_u32_nodes(tables)) plan_.desired.u32.push_back(std::move(f));
         return std::move(plan_);
     }
 

@@ -47,10 +47,13 @@ std::string render_text(const DevicePlan& plan) {
     for (const auto& c : st.classes) children.emplace(c.parent, &c);
     render_children(out, plan, children, tc::kRootQdisc, "  ");
     size_t matches = 0;
-    for (const auto& f : st.u32)
+    std::string tables;
+    for (const auto& f : st.u32) {
         if (f.role == tc::U32Filter::Role::Match) ++matches;
-    out << "  classification: hashed u32, 256 buckets per table (IPv4 hosts, IPv6 hosts, IPv6 /64s); "
-        << matches << " client match nodes, " << plan.wide_prefixes << " in the short list of wider prefixes";
+        if (f.role == tc::U32Filter::Role::Table) tables += (tables.empty() ? "" : "; ") + f.label;
+    }
+    out << "  classification: hashed u32, 256 buckets per table (" << tables << "); " << matches
+        << " client match nodes, " << plan.wide_prefixes << " in the short list of wider prefixes";
     if (!st.fw.empty()) out << "; fw: " << st.fw.size() << " marks";
     out << "\n";
     if (!st.leaves.empty())

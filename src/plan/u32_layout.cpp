@@ -25,14 +25,40 @@ uint32_t mask_for(int prefix_len, int word_index) {
 
 }  // namespace
 
+// Every prefix length from /8 (IPv4) or /32 (IPv6) up has a hash table: keyed on the last byte
+// that lies wholly inside the prefix, so that every address of the prefix lands in one bucket.
+// A packet walks one link node per table of its family, then one bucket: constant work whatever
+// the number of clients. Hosts and IPv6 /64s are always there (heavy clients are hosts); the
+// other tables only when a client needs them.
+const std::vector<HashGroup>& hash_groups() {
+    static const std::vector<HashGroup> groups = {
+        {net::Family::V4, 32, 32, 3, kTableV4Host, 1, true, "IPv4 hosts, by last byte"},
+        {net::Family::V4, 24, 31, 2, kTableV4Net24, 2, false, "IPv4 /24../31, by byte 2"},
+        {net::Family::V4, 16, 23, 1, kTableV4Net16, 3, false, "IPv4 /16../23, by byte 1"},
+        {net::Family::V4, 8, 15, 0, kTableV4Net8, 4, false, "IPv4 /8../15, by byte 0"},
+        {net::Family::V6, 128, 128, 15, kTableV6Host, 1, true, "IPv6 hosts, by last byte"},
+        {net::Family::V6, 64, 127, 7, kTableV6Net, 2, true, "IPv6 /64../127, by byte 7"},
+        {net::Family::V6, 48, 63, 5, kTableV6Net48, 3, false, "IPv6 /48../63, by byte 5"},
+        {net::Family::V6, 32, 47, 3, kTableV6Net32, 4, false, "IPv6 /32../47, by byte 3"},
+    };
+    return groups;
+}
+
+const HashGroup* group_for(const net::Prefix& prefix) {
+    for (const auto& g : hash_groups())
+        if (g.family == prefix.family() && prefix.length >= g.min_length && prefix.length <= g.max_length)
+            return &g;
+    return nullptr;
+}
+
 MatchPlace place_for(const net::Prefix& prefix) {
-    if (prefix.family() == net::Family::V4) {
-        if (prefix.length == 32) return {kPrioV4, tc::kEthPIp, kTableV4Host, prefix.address.bytes[3]};
-        return {kPrioV4, tc::kEthPIp, 0, 0};
+    bool v4 = prefix.family() == net::Family::V4;
+    MatchPlace place{v4 ? kPrioV4 : kPrioV6, v4 ? tc::kEthPIp : tc::kEthPIpv6, 0, 0};
+    if (const auto* g = group_for(prefix)) {
+        place.table = g->table;
+        place.bucket = prefix.address.bytes[g->byte];
     }
-    if (prefix.length == 128) return {kPrioV6, tc::kEthPIpv6, kTableV6Host, prefix.address.bytes[15]};
-    if (prefix.length >= 64) return {kPrioV6, tc::kEthPIpv6, kTableV6Net, prefix.address.bytes[7]};
-    return {kPrioV6, tc::kEthPIpv6, 0, 0};
+    return place;
 }
 
 std::vector<tc::U32Key> keys_for(const MatchIdentity& id) {
@@ -87,40 +113,36 @@ std::optional<MatchIdentity> identity_of(const tc::U32Filter& filter) {
     return id;
 }
 
-std::vector<tc::U32Filter> fixed_u32_nodes() {
+std::vector<tc::U32Filter> fixed_u32_nodes(const std::set<uint32_t>& tables_used) {
     using R = tc::U32Filter::Role;
-    auto table = [](uint16_t prio, uint16_t proto, uint32_t id, const char* label) {
-        tc::U32Filter f;
-        f.role = R::Table;
-        f.prio = prio;
-        f.protocol = proto;
-        f.handle = tc::u32_handle(id, 0, 0);
-        f.divisor = 256;
-        f.label = label;
-        return f;
-    };
-    auto link = [](uint16_t prio, uint16_t proto, uint32_t node, uint32_t to, uint32_t mask, int32_t off,
-                   const char* label) {
-        tc::U32Filter f;
-        f.role = R::Link;
-        f.prio = prio;
-        f.protocol = proto;
-        f.handle = tc::u32_handle(0, 0, node);
-        f.link_table = tc::u32_handle(to, 0, 0);
-        f.hash_mask = mask;
-        f.hash_offset = off;
-        f.keys = {{0, 0, 0}};
-        f.label = label;
-        return f;
-    };
-    return {
-        table(kPrioV4, tc::kEthPIp, kTableV4Host, "IPv4 hosts, by last byte"),
-        table(kPrioV6, tc::kEthPIpv6, kTableV6Host, "IPv6 hosts, by last byte"),
-        table(kPrioV6, tc::kEthPIpv6, kTableV6Net, "IPv6 /64../127, by byte 7"),
-        link(kPrioV4, tc::kEthPIp, 1, kTableV4Host, 0x000000ff, kV4DstOffset, "IPv4 dst hash"),
-        link(kPrioV6, tc::kEthPIpv6, 1, kTableV6Host, 0x000000ff, kV6DstOffset + 12, "IPv6 dst hash"),
-        link(kPrioV6, tc::kEthPIpv6, 2, kTableV6Net, 0x000000ff, kV6DstOffset + 4, "IPv6 /64 hash"),
-    };
+    std::vector<tc::U32Filter> tables;
+    std::vector<tc::U32Filter> links;
+    for (const auto& g : hash_groups()) {
+        if (!g.always && !tables_used.count(g.table)) continue;
+        bool v4 = g.family == net::Family::V4;
+        tc::U32Filter t;
+        t.role = R::Table;
+        t.prio = v4 ? kPrioV4 : kPrioV6;
+        t.protocol = v4 ? tc::kEthPIp : tc::kEthPIpv6;
+        t.handle = tc::u32_handle(g.table, 0, 0);
+        t.divisor = 256;
+        t.label = g.label;
+        tc::U32Filter l;
+        l.role = R::Link;
+        l.prio = t.prio;
+        l.protocol = t.protocol;
+        l.handle = tc::u32_handle(0, 0, g.link_node);
+        l.link_table = t.handle;
+        // The hash takes the 32-bit word holding the byte, masked to it.
+        l.hash_mask = 0xffu << (8 * (3 - g.byte % 4));
+        l.hash_offset = (v4 ? kV4DstOffset : kV6DstOffset) + 4 * (g.byte / 4);
+        l.keys = {{0, 0, 0}};
+        l.label = std::string("into: ") + g.label;
+        tables.push_back(std::move(t));
+        links.push_back(std::move(l));
+    }
+    tables.insert(tables.end(), std::make_move_iterator(links.begin()), std::make_move_iterator(links.end()));
+    return tables;
 }
 
 }  // namespace flowshaper::plan

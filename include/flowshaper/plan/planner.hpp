@@ -65,8 +65,13 @@ inline constexpr uint16_t kPrioFw = 5;
 inline constexpr uint16_t kPrioV4 = 10;
 inline constexpr uint16_t kPrioV6 = 11;
 inline constexpr uint32_t kTableV4Host = 0x100;      // hash on the last byte of the v4 address
+inline constexpr uint32_t kTableV4Net24 = 0x101;     // hash on byte 2: prefixes /24../31
+inline constexpr uint32_t kTableV4Net16 = 0x102;     // hash on byte 1: prefixes /16../23
+inline constexpr uint32_t kTableV4Net8 = 0x103;      // hash on byte 0: prefixes /8../15
 inline constexpr uint32_t kTableV6Host = 0x200;      // hash on the last byte of the v6 address
 inline constexpr uint32_t kTableV6Net = 0x201;       // hash on byte 7: prefixes /64../127
+inline constexpr uint32_t kTableV6Net48 = 0x202;     // hash on byte 5: prefixes /48../63
+inline constexpr uint32_t kTableV6Net32 = 0x203;     // hash on byte 3: prefixes /32../47
 inline constexpr uint32_t kFirstStaticNode = 0x800;  // heavy (DSCP) nodes come first in a bucket
 
 // HTB bucket sizes: about 1 ms at the rate plus one full-size frame.
