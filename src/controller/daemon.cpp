@@ -132,16 +132,26 @@ Status Daemon::start(uint64_t now_ms) {
     use(policy_, std::move(*layout));
     for (const auto& note : notes) log_->info("{}", note);
 
+    // The mangle rules first: their CONNMARK rule loads and activates conntrack, whose sysctl
+    // for accounting exists only from then on. Whatever fails later undoes the chains this start
+    // created, per family, and only those.
+    std::vector<net::Family> created;
+    for (auto family : kFamilies) {
+        auto before = ports_.mangle.read(family);
+        if (!before || !before->has_value()) created.push_back(family);
+    }
+    auto undo = [&](Status st) {
+        for (auto family : created) (void)ports_.mangle.remove_all(family);
+        return st;
+    };
+    if (auto st = ensure_mangle(policy_, marks_, prefilter_); !st) return undo(st);
     auto acct = ports_.mangle.ensure_conntrack_accounting();
-    if (!acct) return acct.error();
+    if (!acct) return undo(acct.error());
     if (!*acct)
         log_->info(
             "conntrack accounting was off in this namespace: switched it on "
             "(net.netfilter.nf_conntrack_acct=1); "
             "connections older than this are not counted");
-    auto before = ports_.mangle.read(net::Family::V4);
-    bool had_chain = before && before->has_value();
-    if (auto st = ensure_mangle(policy_, marks_, prefilter_); !st) return st;
     log_->info(
         "mangle: chain {} with {} rules per family (restore mark, {}{} DSCP rules); conntrack is active",
         kernel::kMangleChain, 1 + (prefilter_ ? 1 : 0) + policy_.detects.size(),
@@ -155,12 +165,8 @@ Status Daemon::start(uint64_t now_ms) {
     device_index_.clear();
     refresh_devices();
     adopt(now_ms);
-    if (auto st = reconcile_tc(true); !st) {
-        // apply rolled the devices back; undo what this start added, and only that.
-        if (!had_chain)
-            for (auto family : kFamilies) (void)ports_.mangle.remove_all(family);
-        return st;
-    }
+    // apply rolled the devices back; undo what this start added, and only that.
+    if (auto st = reconcile_tc(true); !st) return undo(st);
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
                device_index_.size(), policy_.caps.size(), policy_.detects.size(),
                policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
@@ -304,6 +310,7 @@ std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& f
     HeavyKey key{c->rule, c->client};
     auto it = heavy_.find(key);
     if (it == heavy_.end() || !it->second.placed) return std::nullopt;  // class first, then marks
+    if (it->second.releasing) return std::nullopt;
     return key;
 }
 
@@ -316,13 +323,20 @@ void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
         if (!key) continue;
         uint32_t want = heavy_.at(*key).mark | marks_.candidate_bit();
         if ((f.mark & mask) == want) continue;
-        if (auto st = ports_.conntrack.set_mark(f, want, mask); !st && st.error().code != ENOENT)
+        auto st = ports_.conntrack.set_mark(f, want, mask);
+        if (st || st.error().code == ENOENT) continue;  // marked, or ended meanwhile
+        // A flow without ports (ICMP and the like) is counted but cannot be named to the
+        // kernel by its tuple alone: it keeps no mark. Not worth a warning per flow and poll.
+        if (st.error().code == EPROTONOSUPPORT)
+            log_->debug("not marking a portless flow of {}: {}", key->client.str(), st.error().text());
+        else
             log_->warn("set ctmark on a connection of {}: {}", key->client.str(), st.error().text());
     }
 }
 
-size_t Daemon::clear_marks(const HeavyKey* only, uint32_t bits) {
+size_t Daemon::clear_marks(const HeavyKey* only, uint32_t bits, bool* complete) {
     const uint32_t mask = bits;
+    if (complete) *complete = true;
     std::vector<kernel::FlowSample> marked;
     auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
         if ((f.mark & mask) == 0) return;
@@ -332,14 +346,19 @@ size_t Daemon::clear_marks(const HeavyKey* only, uint32_t bits) {
         }
         marked.push_back(f);
     });
-    if (!st) log_->warn("conntrack dump to clear marks: {}", st.error().text());
+    if (!st) {
+        log_->warn("conntrack dump to clear marks: {}", st.error().text());
+        if (complete) *complete = false;
+    }
     size_t cleared = 0;
     for (const auto& f : marked) {
         auto w = ports_.conntrack.set_mark(f, 0, mask);
-        if (w)
+        if (w) {
             ++cleared;
-        else if (w.error().code != ENOENT)
+        } else if (w.error().code != ENOENT) {
             log_->warn("clear ctmark: {}", w.error().text());
+            if (complete) *complete = false;
+        }
     }
     return cleared;
 }
@@ -350,7 +369,14 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
         HeavyKey key{d.rule, d.client};
         const auto& rule = policy_.detects[d.rule];
         if (d.kind == detect::DecisionKind::Mark) {
-            if (heavy_.count(key)) continue;
+            if (auto it = heavy_.find(key); it != heavy_.end()) {
+                if (it->second.releasing) {
+                    it->second.releasing = false;  // heavy again before its marks were all cleared
+                    log_->info("mark client={} rule={} {} action=keep-cap", d.client.str(), rule.name,
+                               d.reason);
+                }
+                continue;
+            }
             auto mark = mark_for(key);
             if (!mark) {
                 log_->error(
@@ -368,16 +394,36 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
         } else {
             auto it = heavy_.find(key);
             if (it == heavy_.end()) continue;
-            // Undo in reverse order: marks first, then the class. The candidate flag stays: the
-            // kernel would set it again on a connection past the threshold anyway, and a flow that
-            // left the filtered dumps would come back as new and count its whole total again.
-            clear_marks(&key, marks_.restore_mask());
-            if (fw_)
-                if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
-            heavy_.erase(it);
-            tc_dirty_ = true;
+            // Undo in reverse order: marks first, then the class (finish_releases). The candidate
+            // flag stays: the kernel would set it again on a connection past the threshold
+            // anyway, and a flow that left the filtered dumps would come back as new and count
+            // its whole total again.
+            it->second.releasing = true;
             log_->info("release client={} rule={} {} action=uncap", d.client.str(), rule.name, d.reason);
         }
+    }
+    finish_releases();
+}
+
+void Daemon::finish_releases() {
+    for (auto it = heavy_.begin(); it != heavy_.end();) {
+        auto next = std::next(it);
+        if (it->second.releasing) {
+            bool complete = false;
+            clear_marks(&it->first, marks_.restore_mask(), &complete);
+            if (complete) {
+                if (fw_)
+                    if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
+                heavy_.erase(it);
+                tc_dirty_ = true;
+            } else {
+                log_->warn(
+                    "release client={}: not every connection mark could be cleared; its class stays "
+                    "until they are (retrying at the next poll)",
+                    it->first.client.str());
+            }
+        }
+        it = next;
     }
 }
 
@@ -394,7 +440,17 @@ Status Daemon::poll(uint64_t now_ms) {
     auto flows = dump(full);
     if (!flows) return flows.error();
     resync_ = full_dump_ = false;
-    act(detector_->observe(now_ms, to_detect(*flows)));
+    // Connections that ended before the dump reached them sent their DESTROY event before the
+    // dump ended: read them now, so that this poll counts their last bytes (and not the next
+    // one, which would no longer know them and count their whole total again).
+    if (auto st = drain_events(); !st) log_->warn("conntrack events: {}", st.error().text());
+    auto samples = to_detect(*flows);
+    for (const auto& f : ended_) {
+        samples.push_back(to_detect(f));
+        samples.back().alive = false;
+    }
+    ended_.clear();
+    act(detector_->observe(now_ms, samples));
     Status st;
     bool placed_new = false;
     if (tc_dirty_) {
@@ -409,7 +465,10 @@ Status Daemon::poll(uint64_t now_ms) {
     if (placed_new && !full) {
         // A client just capped: its small connections are not candidates yet; mark them all.
         auto all = dump(true);
-        if (!all) return all.error();
+        if (!all) {
+            full_dump_ = true;  // the next poll reads the whole table and marks them then
+            return all.error();
+        }
         mark_flows(*all);
         return st;
     }
@@ -417,10 +476,14 @@ Status Daemon::poll(uint64_t now_ms) {
     return st;
 }
 
-Status Daemon::on_conntrack_events(uint64_t) {
+Status Daemon::drain_events() {
+    constexpr size_t kMaxEnded = 1 << 18;
     std::vector<kernel::FlowSample> fresh;
     auto lost = ports_.conntrack.drain_events([&](const kernel::FlowEvent& e) {
-        if (e.type == kernel::FlowEventType::New) fresh.push_back(e.flow);
+        if (e.type == kernel::FlowEventType::New)
+            fresh.push_back(e.flow);
+        else if (ended_.size() < kMaxEnded)
+            ended_.push_back(e.flow);
     });
     if (!lost) return lost.error();
     if (*lost && !resync_) {
@@ -429,6 +492,10 @@ Status Daemon::on_conntrack_events(uint64_t) {
     }
     mark_flows(fresh);
     return {};
+}
+
+Status Daemon::on_conntrack_events(uint64_t) {
+    return drain_events();
 }
 
 Status Daemon::stop() {
@@ -441,8 +508,12 @@ Status Daemon::stop() {
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.remove_all(family); !st) result = st;
     for (const auto& iface : policy_.interfaces)
-        if (auto st = ports_.tc.remove_root(iface.device); !st) result = st;
-    log_->info("exit: removed flowshaper's mangle chains, classes and connection marks");
+        if (auto st = ports_.tc.remove_root(iface.device); !st && st.error().code != ENODEV) result = st;
+    if (result)
+        log_->info("exit: removed flowshaper's mangle chains, classes and connection marks");
+    else
+        log_->error("exit: could not remove everything: {}; 'flowshaper flush' retries",
+                    result.error().text());
     return result;
 }
 

@@ -44,6 +44,7 @@ struct FakeManglePort::Impl : mangle::MangleTableSource {
     uint64_t attempts = 0;
     bool acct_on = false;
     int acct_err = 0;
+    bool conntrack_loaded = false;  // as the kernel: once a rule that needs conntrack went in
     mangle::MangleEngine engine{*this, IptcOptions{}.max_attempts};
 
     Result<std::unique_ptr<mangle::MangleTable>> open(net::Family family) override;
@@ -146,6 +147,7 @@ Status FakeManglePort::Impl::commit(net::Family family, const FakeKernelTable& s
     if (k.generation != snapshot.generation) return fake_error("commit table", object, EAGAIN);
     k.chains = snapshot.chains;
     ++k.generation;
+    conntrack_loaded = true;
     if (fail_count > 0) {
         --fail_count;
         return fake_error("commit table", object, fail_err);
@@ -155,6 +157,10 @@ Status FakeManglePort::Impl::commit(net::Family family, const FakeKernelTable& s
 
 FakeManglePort::FakeManglePort() : impl_(std::make_unique<Impl>()) {}
 FakeManglePort::~FakeManglePort() = default;
+
+void FakeManglePort::set_conntrack_loaded(bool loaded) {
+    impl_->conntrack_loaded = loaded;
+}
 
 void FakeManglePort::fail_next_commits(int err, int count, bool applied) {
     impl_->fail_err = err;
@@ -219,6 +225,8 @@ Result<bool> FakeManglePort::ensure_conntrack_accounting() {
     const std::string path = "/proc/sys/net/netfilter/nf_conntrack_acct";
     if (impl_->acct_err != 0)
         return make_error("write", path, impl_->acct_err, std::strerror(impl_->acct_err));
+    // The sysctl exists only once nf_conntrack is loaded, which a rule that needs it does.
+    if (!impl_->conntrack_loaded) return make_error("write", path, ENOENT, std::strerror(ENOENT));
     bool was_on = impl_->acct_on;
     impl_->acct_on = true;
     return was_on;

@@ -225,6 +225,20 @@ TEST_CASE("an apply while the daemon runs keeps the heavy clients' classes") {
     CHECK(rig.classes() == 3);
 }
 
+TEST_CASE("a start that fails after its mangle rules went in removes the chains of both families") {
+    Rig rig;
+    rig.mangle.fail_conntrack_accounting(EROFS);
+    rig.daemon = std::make_unique<controller::Daemon>(
+        rig.policy, controller::DaemonPorts{rig.tc, rig.mangle, rig.conntrack, rig.links},
+        controller::make_memory_logger(rig.lines));
+    auto st = rig.daemon->start(1000);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == EROFS);
+    CHECK(rig.mangle.lines(net::Family::V4).empty());
+    CHECK(rig.mangle.lines(net::Family::V6).empty());
+    CHECK(rig.tc.changes_sent() == 0);
+}
+
 TEST_CASE("a failed start removes the mangle chain it created and leaves an existing tree alone") {
     Rig rig;
     rig.tc.fail_change(0, ENOMEM);  // the root qdisc
@@ -468,4 +482,71 @@ TEST_CASE("a client that turns heavy while its device is gone is decided again l
     REQUIRE(rig.daemon->poll(5000));
     CHECK(rig.classes() == 3);
     CHECK(rig.mark_of(id) == kHeavyMark);
+}
+
+TEST_CASE("a release whose marks cannot all be cleared keeps the class until they are") {
+    Rig rig;
+    rig.start();
+    uint32_t id = make_heavy(rig);
+    uint64_t t = 4000;
+    for (; t <= 20000 && !rig.logged("release client="); t += 1000) {
+        rig.conntrack.fail_next_set_mark(EIO);  // the release's write fails (once per poll)
+        REQUIRE(rig.daemon->poll(t));
+    }
+    REQUIRE(rig.logged("release client=198.51.100.20 rule=imap-sync-loop"));
+    CHECK(rig.logged("not every connection mark could be cleared"));
+    CHECK(rig.classes() == 3);             // its marked connection still needs the class
+    CHECK(rig.mark_of(id) == kHeavyMark);  // and is not marked again either
+    REQUIRE(rig.daemon->poll(t));
+    CHECK(rig.mark_of(id) == kCandidate);
+    CHECK(rig.classes() == 2);
+}
+
+TEST_CASE("the last bytes of connections that ended between polls count toward client_bytes") {
+    // Short connections that open, move data and close within one poll interval are never in a
+    // dump: only their DESTROY events' counters tell what they moved.
+    Rig rig;
+    rig.policy.detects[0].flow_bytes.reset();
+    rig.policy.detects[0].client_bytes = 100'000'000;
+    rig.policy.detects[0].window_ms = 60'000;
+    rig.start();
+    REQUIRE(rig.daemon->poll(2000));
+    for (uint16_t i = 0; i < 12; ++i) {
+        uint32_t id = rig.traffic(imap_flow(kClient, static_cast<uint16_t>(41000 + i), 10'000'000));
+        REQUIRE(rig.conntrack.remove(id));
+    }
+    REQUIRE(rig.daemon->on_conntrack_events(2500));
+    REQUIRE(rig.daemon->poll(3000));
+    CHECK(rig.logged("mark client=198.51.100.20 rule=imap-sync-loop"));
+    CHECK(rig.classes() == 3);
+}
+
+TEST_CASE("a connection that ends while the poll dumps is counted once, not twice") {
+    Rig rig;
+    rig.policy.detects[0].flow_bytes.reset();
+    rig.policy.detects[0].client_bytes = 100'000'000;
+    rig.policy.detects[0].window_ms = 60'000;
+    rig.start();
+    uint32_t id = rig.traffic(imap_flow(kClient, 41000, 60'000'000));
+    REQUIRE(rig.daemon->poll(2000));  // baseline: 60 MB that count for no window
+    rig.traffic(imap_flow(kClient, 41000, 100'000'000));
+    REQUIRE(rig.conntrack.remove(id));  // its DESTROY is queued when the next poll dumps
+    REQUIRE(rig.daemon->poll(3000));    // 40 MB: below the threshold
+    REQUIRE(rig.daemon->poll(4000));    // not its whole 100 MB again, as a flow never seen
+    CHECK_FALSE(rig.logged("mark client="));
+}
+
+TEST_CASE("portless flows of a heavy client are left unmarked without a warning per poll") {
+    Rig rig;
+    rig.policy.detects[0].protocol = policy::Protocol::Any;
+    rig.policy.detects[0].local_ports.clear();
+    rig.start();
+    make_heavy(rig);
+    auto icmp = imap_flow(kClient, 0, 1000);
+    icmp.l4proto = IPPROTO_ICMP;
+    icmp.orig_dport = 0;
+    rig.conntrack.upsert(icmp);
+    rig.conntrack.fail_next_set_mark(EPROTONOSUPPORT);
+    REQUIRE(rig.daemon->poll(4000));
+    CHECK_FALSE(rig.logged("set ctmark on a connection"));
 }

@@ -269,6 +269,10 @@ TEST_CASE("an invalid spec is refused before anything is read or committed") {
 
 TEST_CASE("conntrack accounting reports whether it was already on") {
     FakeManglePort port;
+    auto unloaded = port.ensure_conntrack_accounting();  // no rule has loaded conntrack yet
+    REQUIRE_FALSE(unloaded);
+    CHECK(unloaded.error().code == ENOENT);
+    REQUIRE(port.ensure(Family::V4, two_rules()));
     auto first = port.ensure_conntrack_accounting();
     REQUIRE(first);
     CHECK_FALSE(*first);

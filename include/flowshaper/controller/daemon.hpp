@@ -66,6 +66,9 @@ private:
     struct HeavyState {
         uint32_t mark = 0;    // the ctmark value its connections get
         bool placed = false;  // its class and filter are in the kernel: its connections may be marked
+        // Released, but some of its connections still carry the mark: its class stays (they
+        // would fall into the default class with the DSCP still on them) until they are cleared.
+        bool releasing = false;
     };
     // What one policy needs beyond the policy itself; built whole before it replaces the old.
     struct Layout {
@@ -86,10 +89,16 @@ private:
                          const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
     void act(const std::vector<detect::Decision>& decisions);
+    // Clears the marks of released clients; those done lose their class at the next reconcile.
+    void finish_releases();
+    // Reads the event socket: new connections of heavy clients are marked, ended ones kept for
+    // the next poll's accounting (their last counters).
+    Status drain_events();
     void mark_flows(const std::vector<kernel::FlowSample>& flows);
     void refresh_local_addresses();
     // Clears `bits` on the connections that carry any of them (only: that client's, of its rule).
-    size_t clear_marks(const HeavyKey* only, uint32_t bits);
+    // `complete`: every such connection was read and cleared (or is gone).
+    size_t clear_marks(const HeavyKey* only, uint32_t bits, bool* complete = nullptr);
     Result<std::vector<kernel::FlowSample>> dump(bool full);
     std::optional<uint32_t> mark_for(const HeavyKey& key);
     void forget(std::map<HeavyKey, HeavyState>::iterator it);
@@ -110,6 +119,9 @@ private:
     bool tc_dirty_ = true;
     std::map<std::string, int> device_index_;  // the policy's devices that exist, and their index
     bool first_device_scan_ = true;
+    // Connections that ended since the last poll (DESTROY events with their last counters): the
+    // bytes they moved after the last dump still count. Bounded; beyond it they are dropped.
+    std::vector<kernel::FlowSample> ended_;
     bool resync_ = false;    // events were lost: the next poll reads the whole table
     bool full_dump_ = true;  // the next poll reads the whole table (prefilter or not)
 };

@@ -133,6 +133,9 @@ public:
     // Commits tried, including failed ones.
     uint64_t commit_attempts() const;
 
+    // Until a commit (a rule that needs conntrack) or this, the accounting sysctl does not exist
+    // (ENOENT), as on a host where nf_conntrack is not loaded yet.
+    void set_conntrack_loaded(bool loaded);
     void set_conntrack_accounting(bool on);
     bool conntrack_accounting() const;
     void fail_conntrack_accounting(int err);  // 0: stop failing
