@@ -91,6 +91,13 @@ struct Rig {
     uint32_t mark_of(uint32_t id) const { return conntrack.find(id)->mark; }
 };
 
+// The rule sums the client's connections: 100 MB within a minute instead of flow_bytes.
+void sum_connections(Rig& rig) {
+    rig.policy.detects[0].flow_bytes.reset();
+    rig.policy.detects[0].client_bytes = 100'000'000;
+    rig.policy.detects[0].window_ms = 60'000;
+}
+
 // One connection of kClient passes flow_bytes between the polls at 2 s and 3 s; returns its id.
 uint32_t make_heavy(Rig& rig) {
     uint32_t id = rig.traffic(imap_flow(kClient, 40000, 10'000'000));
@@ -383,9 +390,7 @@ TEST_CASE("a capped client that reconnects stays capped while its new connection
 
 TEST_CASE("a rule that sums connections turns the prefilter off: every poll reads the whole table") {
     Rig rig;
-    rig.policy.detects[0].flow_bytes.reset();
-    rig.policy.detects[0].client_bytes = 100'000'000;
-    rig.policy.detects[0].window_ms = 60'000;
+    sum_connections(rig);
     rig.start();
     CHECK(rig.logged("conntrack prefilter off: rule imap-sync-loop sums connections"));
     auto spec = rig.mangle.read(net::Family::V4);
@@ -506,9 +511,7 @@ TEST_CASE("the last bytes of connections that ended between polls count toward c
     // Short connections that open, move data and close within one poll interval are never in a
     // dump: only their DESTROY events' counters tell what they moved.
     Rig rig;
-    rig.policy.detects[0].flow_bytes.reset();
-    rig.policy.detects[0].client_bytes = 100'000'000;
-    rig.policy.detects[0].window_ms = 60'000;
+    sum_connections(rig);
     rig.start();
     REQUIRE(rig.daemon->poll(2000));
     for (uint16_t i = 0; i < 12; ++i) {
@@ -523,9 +526,7 @@ TEST_CASE("the last bytes of connections that ended between polls count toward c
 
 TEST_CASE("a connection that ends while the poll dumps is counted once, not twice") {
     Rig rig;
-    rig.policy.detects[0].flow_bytes.reset();
-    rig.policy.detects[0].client_bytes = 100'000'000;
-    rig.policy.detects[0].window_ms = 60'000;
+    sum_connections(rig);
     rig.start();
     uint32_t id = rig.traffic(imap_flow(kClient, 41000, 60'000'000));
     REQUIRE(rig.daemon->poll(2000));  // baseline: 60 MB that count for no window
