@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
     show->add_option("FILE", file, "policy file: limit to its devices");
     show->add_flag("--json", json, "machine-readable output");
     show->add_option("--interval", interval_ms,
-                     "milliseconds between the two reads that measure rates (0: none)");
+                     "milliseconds between the two reads that measure rates (0: none)")
+        ->check(CLI::Range(uint64_t{0}, uint64_t{60'000}));
 
     std::string run_file;
     bool run_force = false;
@@ -55,11 +56,16 @@ int main(int argc, char** argv) {
         app.exit(e);
         return kExitUsage;
     }
-    if (*check) return cmd_check(check_files);
-    if (*plan) return cmd_plan(file, format);
-    if (*apply) return cmd_apply(file, force, dry_run, verbose);
-    if (*flush) return cmd_flush(file);
-    if (*show) return cmd_show(file, json, interval_ms);
-    if (*run) return cmd_run(run_file, run_force);
+    try {
+        if (*check) return cmd_check(check_files);
+        if (*plan) return cmd_plan(file, format);
+        if (*apply) return cmd_apply(file, force, dry_run, verbose);
+        if (*flush) return cmd_flush(file);
+        if (*show) return cmd_show(file, json, interval_ms);
+        if (*run) return cmd_run(run_file, run_force);
+    } catch (const std::exception& e) {  // out of memory and the like: a message, not an abort
+        std::fprintf(stderr, "flowshaper: error: %s\n", e.what());
+        return 1;
+    }
     return kExitUsage;
 }

@@ -222,6 +222,87 @@ void check_mark_room(Sink& sink, const Draft& draft) {
                           " (each needs its own mark value); widen mark_mask");
 }
 
+// A cap's guaranteed rate above its parent's ceil (the interface rate at the top) can never be
+// given: HTB lends a class no more than its parent's ceil. (A ceil above the parent's is the
+// usual "borrow all there is" and fine; classes are held to their parents by check_sums.)
+class RateCheck {
+public:
+    RateCheck(Sink& sink, const Draft& draft) : sink_(sink), draft_(draft) {}
+
+    void run() {
+        const Policy& p = draft_.policy;
+        for (size_t i = 0; i < p.caps.size(); ++i)
+            if (const Interface* iface = interface_of(p.caps[i].device, draft_.cap_locs[i]))
+                check(find_loc(draft_.cap_locs[i], "rate"), "rate", draft_.cap_locs[i], *iface,
+                      p.caps[i].parent, p.caps[i].rate_bits_per_s);
+        for (size_t i = 0; i < p.detects.size(); ++i)
+            if (const Interface* iface = interface_of(p.detects[i].device, draft_.detect_locs[i]))
+                check(find_loc(draft_.detect_locs[i], "limit"), "limit rate", draft_.detect_locs[i], *iface,
+                      p.detects[i].parent, p.detects[i].limit.rate_bits_per_s);
+    }
+
+private:
+    const Interface* interface_of(const std::string& device, const Locs& locs) const {
+        if (!find_loc(locs, "device")) return nullptr;
+        for (const auto& iface : draft_.policy.interfaces)
+            if (iface.device == device) return &iface;
+        return nullptr;
+    }
+
+    void check(const SourceLoc* at, std::string_view what, const Locs& locs, const Interface& iface,
+               const std::optional<std::string>& parent, uint64_t rate) {
+        if (!at || rate == 0) return;
+        uint64_t limit = iface.rate_bits_per_s;
+        std::string whose = "the rate of interface " + iface.device;
+        if (parent) {
+            if (!find_loc(locs, "parent")) return;
+            auto it = std::find_if(iface.classes.begin(), iface.classes.end(),
+                                   [&](const Class& c) { return c.name == *parent; });
+            if (it == iface.classes.end()) return;  // reported as an unknown parent
+            limit = it->ceil_bits_per_s;
+            whose = "the ceil of its parent class '" + *parent + "'";
+        }
+        if (rate <= limit || limit == 0) return;
+        sink_.error(*at, std::string(what) + " " + format_rate(rate) + " is above " + whose + " (" +
+                             format_rate(limit) + "), so it could never be given");
+    }
+
+    Sink& sink_;
+    const Draft& draft_;
+};
+
+// How many classes fit in flowshaper's minor numbers on one device: 3..0xff for the policy's
+// classes (0xf5 is the root qdisc's major), 0x100..0xffff for clients.
+constexpr size_t kMaxPolicyClasses = 0xff - 3 + 1 - 1;
+constexpr size_t kMaxClientClasses = 0xffff - 0x100 + 1;
+
+void check_class_counts(Sink& sink, const Draft& draft) {
+    const Policy& p = draft.policy;
+    for (const auto& iface : p.interfaces) {
+        // A default class that is a leaf has minor 2; a default that is a parent takes one of the
+        // 252 numbers from 3 like the others (its leaf child for unclassified traffic has 2).
+        bool default_is_parent = std::any_of(iface.classes.begin(), iface.classes.end(),
+                                             [&](const Class& c) { return c.parent == iface.default_class; });
+        size_t room = kMaxPolicyClasses + (iface.default_class.empty() || default_is_parent ? 0 : 1);
+        if (iface.classes.size() > room)
+            sink.error(iface.classes[room].loc, "interface " + iface.device + " has " +
+                                                    std::to_string(iface.classes.size()) +
+                                                    " classes; at most " + std::to_string(room) + " fit");
+    }
+    std::map<std::string, size_t> per_device;
+    for (size_t i = 0; i < p.caps.size(); ++i) {
+        const Cap& cap = p.caps[i];
+        if (!find_loc(draft.cap_locs[i], "device")) continue;
+        size_t& n = per_device[cap.device];
+        size_t before = n;
+        n += cap.shared ? 1 : cap.clients.size();
+        if (before <= kMaxClientClasses && n > kMaxClientClasses)
+            sink.error(cap.loc, "with this cap, device " + cap.device + " needs " + std::to_string(n) +
+                                    " or more client classes; at most " + std::to_string(kMaxClientClasses) +
+                                    " fit (share a class among clients with shared = true)");
+    }
+}
+
 }  // namespace
 
 void check_policy(Sink& sink, const Draft& draft) {
@@ -245,6 +326,8 @@ void check_policy(Sink& sink, const Draft& draft) {
                          draft.policy.detects[i].parent);
     check_all_clients(sink, draft);
     check_mark_room(sink, draft);
+    RateCheck(sink, draft).run();
+    check_class_counts(sink, draft);
 }
 
 }  // namespace flowshaper::policy::detail

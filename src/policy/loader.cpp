@@ -71,16 +71,23 @@ LoadResult load_file(const std::string& path) {
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
     std::string text;
     int error = f ? 0 : errno;
+    std::string why;
     if (f) {
         char buf[65536];
         size_t n = 0;
-        while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) text.append(buf, n);
-        if (std::ferror(f.get())) error = errno ? errno : EIO;
+        while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
+            text.append(buf, n);
+            if (text.size() > kMaxPolicyBytes) {  // /dev/zero, a log file named by mistake
+                why = "larger than " + std::to_string(kMaxPolicyBytes >> 20) + " MiB: not a policy file";
+                break;
+            }
+        }
+        if (why.empty() && std::ferror(f.get())) error = errno ? errno : EIO;
     }
-    if (error != 0) {
+    if (error != 0) why = std::string("cannot read: ") + std::strerror(error);
+    if (!why.empty()) {
         LoadResult result;
-        result.diagnostics.push_back(Diagnostic{SourceLoc{path, 0, 0}, Severity::Error,
-                                                std::string("cannot read: ") + std::strerror(error)});
+        result.diagnostics.push_back(Diagnostic{SourceLoc{path, 0, 0}, Severity::Error, why});
         return result;
     }
     return load_string(text, path);

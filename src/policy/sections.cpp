@@ -1,5 +1,6 @@
 // Reading [settings], [[interface]] (+ [[interface.class]]), [[cap]] and [[detect]] tables.
 #include <algorithm>
+#include <cstdio>
 
 #include "draft.hpp"
 #include "flowshaper/policy/units.hpp"
@@ -45,13 +46,48 @@ void check_ceil(TableReader& r, uint64_t rate, uint64_t ceil) {
                        "ceil " + format_rate(ceil) + " is below rate " + format_rate(rate));
 }
 
-std::string read_name(TableReader& r, std::string_view what) {
+// Names end up in tc labels, `plan` and `show` output and the daemon's key=value log lines.
+bool valid_name(std::string_view name) {
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+               c == '.' || c == '-';
+    });
+}
+
+// For a message: control characters as \n, \t or \xNN.
+std::string printable(std::string_view text) {
+    std::string out;
+    for (unsigned char c : text) {
+        if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20 || c == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "\\x%02x", c);
+            out += hex;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
+// The name, reported when empty or with characters other than letters, digits, '_', '.', '-'
+// (`valid` tells which; an invalid name is still returned, so that references to it match).
+std::string read_name(TableReader& r, std::string_view what, bool* valid = nullptr) {
+    if (valid) *valid = false;
     auto name = r.string("name", true);
     if (!name) return {};
     if (name->empty()) {
         r.sink().error(r.value_loc("name"), std::string(what) + " name must not be empty");
         return {};
     }
+    if (!valid_name(*name))
+        r.sink().error(r.value_loc("name"), std::string(what) + " name '" + printable(*name) +
+                                                "' may contain only letters, digits, '_', '.' and '-'");
+    else if (valid)
+        *valid = true;
     return *name;
 }
 
@@ -68,22 +104,12 @@ std::string read_device(TableReader& r, bool required) {
     return *device;
 }
 
-bool valid_class_name(std::string_view name) {
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-               c == '.' || c == '-';
-    });
-}
-
 Class read_class(Sink& sink, const toml::table& table, Locs& locs) {
     TableReader r(sink, table, "[[interface.class]]", sink.loc(table.source()), kClassKeys);
     Class c;
     c.loc = r.table_loc();
-    c.name = read_name(r, "class");
-    if (!c.name.empty() && !valid_class_name(c.name)) {
-        sink.error(r.value_loc("name"),
-                   "class name '" + c.name + "' may contain only letters, digits, '_', '.' and '-'");
-    }
+    bool name_ok = false;
+    c.name = read_name(r, "class", &name_ok);
     c.rate_bits_per_s = r.rate("rate", true).value_or(0);
     c.ceil_bits_per_s = r.rate("ceil", false).value_or(c.rate_bits_per_s);
     check_ceil(r, c.rate_bits_per_s, c.ceil_bits_per_s);
@@ -91,7 +117,7 @@ Class read_class(Sink& sink, const toml::table& table, Locs& locs) {
     c.prio = static_cast<uint32_t>(r.integer("prio", 0, 7, "from 0 (highest) to 7").value_or(0));
     c.burst_bytes = r.size("burst", false);
     locs = r.locs();
-    if (c.name.empty() || !valid_class_name(c.name)) locs.erase("name");
+    if (!name_ok) locs.erase("name");
     return c;
 }
 

@@ -299,6 +299,42 @@ TEST_CASE("ten thousand clients in one cap load and an overlap among them is fou
           "client 10.0.39.0/24 overlaps 10.0.39.0, already listed in this cap at many.toml:9993:1");
 }
 
+TEST_CASE(
+    "more client classes or policy classes than a device has numbers for are errors at the cap or class",
+    "[loader]") {
+    // Two caps of 40,000 hosts each: the second one (its [[cap]] line) crosses 65,280 client classes.
+    std::string text = "[[interface]]\ndevice = \"eth0\"\nrate = \"10gbit\"\n";
+    for (int cap = 0; cap < 2; ++cap) {
+        text += "[[cap]]\nname = \"c" + std::to_string(cap) +
+                "\"\ndevice = \"eth0\"\nrate = \"1mbit\"\nclients = [\n";
+        for (int i = 0; i < 40'000; ++i)
+            text += "\"10." + std::to_string(cap) + "." + std::to_string(i / 256) + "." +
+                    std::to_string(i % 256) + "\",\n";
+        text += "]\n";
+    }
+    LoadResult many = load_string(text, "many.toml");
+    REQUIRE(many.diagnostics.size() == 1);
+    CHECK(many.diagnostics[0].loc.line == 40'010);
+    CHECK(many.diagnostics[0].message ==
+          "with this cap, device eth0 needs 80000 or more client classes; at most 65280 fit (share a class "
+          "among clients with shared = true)");
+    // Shared, the same clients need two classes.
+    auto shared = text;
+    for (size_t at = shared.find("rate = \"1mbit\""); at != std::string::npos;
+         at = shared.find("rate = \"1mbit\"", at + 30))
+        shared.insert(at, "shared = true\n");
+    CHECK(load_string(shared, "shared.toml").diagnostics.empty());
+
+    // 254 classes under a leaf default: one more than the 253 numbers.
+    std::string classes = "[[interface]]\ndevice = \"eth0\"\nrate = \"10gbit\"\ndefault_class = \"k0\"\n";
+    for (int i = 0; i < 254; ++i)
+        classes += "[[interface.class]]\nname = \"k" + std::to_string(i) + "\"\nrate = \"1mbit\"\n";
+    LoadResult too_many = load_string(classes, "classes.toml");
+    REQUIRE(too_many.diagnostics.size() == 1);
+    CHECK(too_many.diagnostics[0].loc.line == 5 + 3 * 253);
+    CHECK(too_many.diagnostics[0].message == "interface eth0 has 254 classes; at most 253 fit");
+}
+
 TEST_CASE("garbage and pathological input give diagnostics and never a crash", "[loader]") {
     const std::vector<std::string> inputs{
         std::string("\0\xff\xfe", 3),

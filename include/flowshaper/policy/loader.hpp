@@ -29,6 +29,9 @@ struct LoadResult {
 };
 
 // Reads and checks one policy file. Never throws for bad input.
+// The largest policy file load_file() reads (65,280 clients per device take ~1.5 MB).
+inline constexpr size_t kMaxPolicyBytes = size_t{64} << 20;
+
 LoadResult load_file(const std::string& path);
 // Same, from text; `file` names the source in diagnostics.
 LoadResult load_string(std::string_view text, const std::string& file);
