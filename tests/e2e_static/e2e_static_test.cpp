@@ -312,3 +312,50 @@ TEST_CASE(
               net.server.exec_ok(std::string("tc ") + what));
     }
 }
+
+TEST_CASE("show reports each class's bytes, packets, drops and current rate as the kernel counts them") {
+    require_netns_privileges();
+    VethPair net("show");
+    // A short leaf queue (the kernel's default leaf takes its length from txqueuelen), so that
+    // the local sender overflows it instead of waiting on its socket buffer.
+    net.server.exec_ok("ip link set veth-s txqueuelen 10");
+    TempFile p(policy({{"10.200.0.2", "5mbit"}}));
+    REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
+    auto id = flowid_of(net.server, "0ac80002/ffffffff at 16");
+    REQUIRE_FALSE(id.empty());
+    // A 50 Mbit/s UDP download into the 5 Mbit/s class: it runs at its cap and drops the rest.
+    net.server.exec_ok("iperf3 -s -1 -D -p 5311");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    sh("ip netns exec " + net.client.name() +
+       " timeout 10 iperf3 -c 10.200.0.1 -p 5311 -u -b 50M -R -t 4 >/dev/null 2>&1 &");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::string out;
+    REQUIRE(run_fs(net.server, "show --json --interval 1000 2>/dev/null", &out) == 0);
+    auto tc_after = tc_class_table(net.server, "veth-s");
+    std::string text;
+    REQUIRE(run_fs(net.server, "show", &text) == 0);
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+
+    auto doc = json::parse(out);
+    REQUIRE(doc["devices"].size() == 1);
+    const json* cls = nullptr;
+    for (const auto& c : doc["devices"][0]["classes"])
+        if (c["classid"] == id) cls = &c;
+    REQUIRE(cls);
+    CHECK((*cls)["what"] == "client 10.200.0.2");
+    CHECK((*cls)["rate_bits_per_s"] == 5'000'000);
+    double now = (*cls)["current_rate_bits_per_s"].get<double>();
+    INFO("current rate " << now / 1e6 << " Mbit/s");
+    CHECK(now == Approx(5e6).epsilon(0.2));
+    CHECK((*cls)["drops"].get<uint64_t>() > 0);
+    // The kernel's own counters, read just after, are at or past what show saw.
+    uint64_t bytes = (*cls)["bytes"].get<uint64_t>();
+    uint64_t packets = (*cls)["packets"].get<uint64_t>();
+    CHECK(bytes > 500'000);
+    CHECK(tc_after[id].bytes >= bytes);
+    CHECK(tc_after[id].packets >= packets);
+    CHECK(tc_after[id].drops >= (*cls)["drops"].get<uint64_t>());
+    CHECK(tc_after[id].bytes < bytes + 2'000'000);  // about a second later at 5 Mbit/s, not more
+    CHECK(text.find(id) != std::string::npos);
+    CHECK(text.find("client 10.200.0.2") != std::string::npos);
+}

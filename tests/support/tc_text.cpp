@@ -32,6 +32,8 @@ std::map<std::string, TcClass> tc_class_table(const Netns& ns, const std::string
             std::istringstream words(line);
             std::string sent, bytes_word, pkt_word;
             words >> sent >> current->bytes >> bytes_word >> current->packets >> pkt_word;
+            auto dropped = line.find("(dropped ");  // " Sent 1 bytes 1 pkt (dropped 0, overlimits 0 ..."
+            if (dropped != std::string::npos) current->drops = std::stoull(line.substr(dropped + 9));
         }
     }
     return out;

@@ -16,6 +16,7 @@ struct TcClass {
     std::string ceil;
     uint64_t bytes = 0;
     uint64_t packets = 0;
+    uint64_t drops = 0;
 };
 
 // `tc -s class show dev DEV`, by class handle ("f5:100").
