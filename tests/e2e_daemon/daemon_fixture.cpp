@@ -96,7 +96,9 @@ std::string flowid_of(const Netns& ns, const std::string& dev, const std::string
 
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts) {
     std::string out;
-    ns.exec("conntrack -L -o extended", &out);
+    int rc = ns.exec("conntrack -L -o extended", &out);
+    INFO(out);
+    REQUIRE(rc == 0);  // an empty answer must mean no such connection, not a failed tool
     std::vector<std::string> lines;
     std::istringstream in(out);
     for (std::string line; std::getline(in, line);) {

@@ -137,6 +137,14 @@ TEST_CASE(
         download("10.200.0.2", 5201, "-n 12M");  // each connection alone is small
     REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 3000));
     CHECK(tc_class_table(net.server, "veth-s").size() == 3);  // root, default, the heavy client
+    // Its next download runs at the limit (TCP goodput a little under the 10 Mbit/s at layer 2),
+    // its connections carrying the rule's ctmark.
+    auto capped = nlohmann::json::parse(download("10.200.0.2", 5201, "-t 3 -J"));
+    double capped_rate = capped["end"]["sum_received"]["bits_per_second"].get<double>();
+    INFO("the heavy client: " << capped_rate / 1e6 << " Mbit/s");
+    CHECK(capped_rate < 10.5e6);
+    CHECK(capped_rate > 8e6);
+    CHECK_FALSE(conntrack_lines(net.server, {"src=10.200.0.2", "dport=5201", "mark=65536"}).empty());
 
     // The other client, on a port the rule does not name, keeps full speed meanwhile.
     std::string out = download("10.200.0.3", 5202, "-t 3 -J");
