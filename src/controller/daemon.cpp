@@ -334,30 +334,32 @@ void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
     }
 }
 
-size_t Daemon::clear_marks(const HeavyKey* only, uint32_t bits, bool* complete) {
+size_t Daemon::clear_marks(const std::set<HeavyKey>* only, uint32_t bits, std::set<HeavyKey>* incomplete) {
     const uint32_t mask = bits;
-    if (complete) *complete = true;
-    std::vector<kernel::FlowSample> marked;
+    std::vector<std::pair<kernel::FlowSample, std::optional<HeavyKey>>> marked;
     auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
         if ((f.mark & mask) == 0) return;
-        if (only) {
-            auto c = detect::classify(to_detect(f), local_, policy_.detects);
-            if (!c || c->rule != only->rule || c->client != only->client) return;
+        if (!only) {
+            marked.emplace_back(f, std::nullopt);
+            return;
         }
-        marked.push_back(f);
+        auto c = detect::classify(to_detect(f), local_, policy_.detects);
+        if (!c) return;
+        HeavyKey key{c->rule, c->client};
+        if (only->count(key)) marked.emplace_back(f, key);
     });
     if (!st) {
         log_->warn("conntrack dump to clear marks: {}", st.error().text());
-        if (complete) *complete = false;
+        if (incomplete && only) *incomplete = *only;
     }
     size_t cleared = 0;
-    for (const auto& f : marked) {
+    for (const auto& [f, key] : marked) {
         auto w = ports_.conntrack.set_mark(f, 0, mask);
         if (w) {
             ++cleared;
         } else if (w.error().code != ENOENT) {
             log_->warn("clear ctmark: {}", w.error().text());
-            if (complete) *complete = false;
+            if (incomplete && key) incomplete->insert(*key);
         }
     }
     return cleared;
@@ -406,24 +408,26 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
 }
 
 void Daemon::finish_releases() {
-    for (auto it = heavy_.begin(); it != heavy_.end();) {
-        auto next = std::next(it);
-        if (it->second.releasing) {
-            bool complete = false;
-            clear_marks(&it->first, marks_.restore_mask(), &complete);
-            if (complete) {
-                if (fw_)
-                    if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
-                heavy_.erase(it);
-                tc_dirty_ = true;
-            } else {
-                log_->warn(
-                    "release client={}: not every connection mark could be cleared; its class stays "
-                    "until they are (retrying at the next poll)",
-                    it->first.client.str());
-            }
+    // One dump for every client being released, however many there are.
+    std::set<HeavyKey> releasing;
+    for (const auto& [key, state] : heavy_)
+        if (state.releasing) releasing.insert(key);
+    if (releasing.empty()) return;
+    std::set<HeavyKey> incomplete;
+    clear_marks(&releasing, marks_.restore_mask(), &incomplete);
+    for (const auto& key : releasing) {
+        auto it = heavy_.find(key);
+        if (incomplete.count(key)) {
+            log_->warn(
+                "release client={}: not every connection mark could be cleared; its class stays "
+                "until they are (retrying at the next poll)",
+                key.client.str());
+            continue;
         }
-        it = next;
+        if (fw_)
+            if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
+        heavy_.erase(it);
+        tc_dirty_ = true;
     }
 }
 

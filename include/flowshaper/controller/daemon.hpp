@@ -96,9 +96,11 @@ private:
     Status drain_events();
     void mark_flows(const std::vector<kernel::FlowSample>& flows);
     void refresh_local_addresses();
-    // Clears `bits` on the connections that carry any of them (only: that client's, of its rule).
-    // `complete`: every such connection was read and cleared (or is gone).
-    size_t clear_marks(const HeavyKey* only, uint32_t bits, bool* complete = nullptr);
+    // Clears `bits` on the connections that carry any of them (only: those of these clients, of
+    // their rules), in one dump. `incomplete`: the clients some of whose connections could not be
+    // read or cleared.
+    size_t clear_marks(const std::set<HeavyKey>* only, uint32_t bits,
+                       std::set<HeavyKey>* incomplete = nullptr);
     Result<std::vector<kernel::FlowSample>> dump(bool full);
     std::optional<uint32_t> mark_for(const HeavyKey& key);
     void forget(std::map<HeavyKey, HeavyState>::iterator it);
