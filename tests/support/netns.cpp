@@ -7,6 +7,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <fstream>
 #include <stdexcept>
 
 namespace flowshaper::testing {
@@ -39,10 +40,26 @@ void require_netns_privileges() {
 
 namespace {
 std::atomic<int> counter{0};
+
+// The ctest run's id (written by the netns_setup test), so that netns_cleanup removes only this
+// run's namespaces; a per-process id when the file is absent (a test binary run by hand).
+std::string read_run_id() {
+    std::ifstream in(FLOWSHAPER_NETNS_RUNID_FILE);
+    std::string id;
+    if (in >> id && !id.empty() && id.find_first_not_of("0123456789abcdef") == std::string::npos) return id;
+    id = "p";
+    return id.append(std::to_string(getpid()));
+}
+}  // namespace
+
+const std::string& netns_run_id() {
+    static const std::string id = read_run_id();
+    return id;
 }
 
 Netns::Netns(const std::string& tag) {
-    name_ = "fst-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    name_ = "fst-" + netns_run_id() + "-" + std::to_string(getpid()) + "-" + tag + "-" +
+            std::to_string(counter++);
     sh_ok("ip netns add " + name_);
     sh_ok("ip -n " + name_ + " link set lo up");
 }

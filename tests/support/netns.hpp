@@ -1,6 +1,6 @@
 // Throwaway network namespaces for real-kernel tests. Everything made here is removed in the
-// destructor, also when a test fails; a crash leaves names starting with "fst-", which the
-// ctest cleanup fixture removes.
+// destructor, also when a test fails. A crash leaves "fst-<runid>-<pid>-..." behind, which the
+// ctest fixture's netns_cleanup removes (only its own run's, only when <pid> is gone).
 #pragma once
 
 #include <string>
@@ -14,12 +14,15 @@ int sh(const std::string& command, std::string* out = nullptr);
 // Like sh(), but throws std::runtime_error with the command and output on a non-zero status.
 std::string sh_ok(const std::string& command);
 
+// The id of this ctest run (tests/support/netns_run.sh setup), or "p<pid>" outside ctest.
+const std::string& netns_run_id();
+
 // Fails (not skips) the current test when the process cannot create namespaces.
 void require_netns_privileges();
 
 class Netns {
 public:
-    // Creates "fst-<tag>-<pid>-<n>" with lo up.
+    // Creates "fst-<runid>-<pid>-<tag>-<n>" with lo up.
     explicit Netns(const std::string& tag);
     ~Netns();
     Netns(const Netns&) = delete;
