@@ -42,7 +42,8 @@ struct ClientState {
     uint64_t delta_bytes = 0;     // bytes toward it since the previous poll
     uint64_t top_flow_bytes = 0;  // its largest connection (counted from the base), and which
     uint32_t top_flow_id = 0;
-    uint64_t poll_rate_bits_per_s = 0;  // delta_bytes over the step (timed polls only)
+
+    uint64_t poll_rate_bits_per_s = 0;  // delta_bytes over the step of the last timed poll
 
     WindowRing window;  // enabled when the rule has client_bytes
 
@@ -61,7 +62,6 @@ struct ClientState {
         delta_bytes = 0;
         top_flow_bytes = 0;
         top_flow_id = 0;
-        poll_rate_bits_per_s = 0;
     }
     // Back to "not heavy, nothing measured" (a release or a revoke).
     void reset_hysteresis() {

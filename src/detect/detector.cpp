@@ -513,6 +513,20 @@ std::vector<Detector::HeavyClient> Detector::heavy_clients() const {
     return out;
 }
 
+std::optional<Detector::ClientView> Detector::view(size_t rule, const net::Address& client) const {
+    const State& s = *state_;
+    auto it = s.client_index.find(ClientKey{rule, client});
+    if (it == s.client_index.end()) return std::nullopt;
+    const ClientState& c = s.clients[it->second];
+    ClientView v;
+    v.poll_rate_bits_per_s = c.poll_rate_bits_per_s;
+    if (c.heavy && c.quiet)
+        v.quiet_for_ms = s.clock_ms > c.quiet_since_ms ? s.clock_ms - c.quiet_since_ms : 0;
+    v.release_after_ms = s.rules[rule].release_after_ms;
+    v.release_rate_bits_per_s = s.release_rate_bits_per_s[rule];
+    return v;
+}
+
 size_t Detector::tracked_flows() const {
     return state_->flows.size();
 }

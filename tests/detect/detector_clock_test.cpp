@@ -238,3 +238,60 @@ TEST_CASE("clients with no connections left and an empty window are forgotten") 
     CHECK(clients == std::vector<size_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0});
     CHECK(det.tracked_flows() == 0);
 }
+
+TEST_CASE("view: the last timed poll's rate, quiet time on the detector clock, the rule's release terms") {
+    auto window = rule("window");
+    window.local_ports = {993};
+    window.client_bytes = 1'000'000;
+    window.window_ms = 60'000;
+    window.release_after_ms = 30'000;
+    Detector det({upload_rule(), window}, host_addresses(), every_second());
+    const auto client = addr("198.51.100.9");
+    CHECK_FALSE(det.view(0, client).has_value());  // nothing observed yet
+    Table t;
+    t.put(outbound(1, "198.51.100.9", 5301, 0));
+    t.put(inbound(2, "203.0.113.7", 993, 0));
+    det.observe(at(0), t.samples());
+    CHECK_FALSE(det.view(1, client).has_value());  // tracked for rule 0 only
+    CHECK_FALSE(det.view(2, client).has_value());  // no such rule
+    auto w = det.view(1, addr("203.0.113.7"));
+    REQUIRE(w.has_value());
+    CHECK(w->release_after_ms == 30'000);
+    CHECK(w->release_rate_bits_per_s == 133'333);  // client_bytes * 8 / window, below limit / 2
+    auto v = det.view(0, client);
+    REQUIRE(v.has_value());
+    CHECK(v->poll_rate_bits_per_s == 0);       // the baseline measures no rate
+    CHECK_FALSE(v->quiet_for_ms.has_value());  // not heavy
+    CHECK(v->release_after_ms == 10'000);
+    CHECK(v->release_rate_bits_per_s == 1'000'000);  // limit.rate / 2
+
+    t.grow(1, 2'000'000);
+    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 1);
+    v = det.view(0, client);
+    CHECK(v->poll_rate_bits_per_s == 16'000'000);
+    CHECK_FALSE(v->quiet_for_ms.has_value());  // heavy, not quiet yet
+    t.grow(1, 50'000);
+    det.observe(at(2), t.samples());
+    v = det.view(0, client);
+    CHECK(v->poll_rate_bits_per_s == 400'000);
+    CHECK(v->quiet_for_ms == 1'000);  // quiet from the start of the poll interval
+    t.grow(1, 25'000);
+    det.observe(at(3), t.samples());
+    CHECK(det.view(0, client)->quiet_for_ms == 2'000);
+
+    uint64_t back = at(3) - 3'600'000;  // the clock steps back: a poll that measures no rate
+    t.grow(1, 5'000'000);
+    det.observe(back, t.samples());
+    v = det.view(0, client);
+    CHECK(v->poll_rate_bits_per_s == 200'000);  // still the last timed poll's
+    CHECK(v->quiet_for_ms == 2'000);            // the detector clock did not move
+    uint64_t k = 1;
+    for (; k <= 20 && det.observe(back + k * 1000, t.samples()).empty(); ++k)
+        CHECK(det.view(0, client)->quiet_for_ms == 2'000 + k * 1000);
+    REQUIRE(det.heavy_clients().empty());  // released
+    CHECK(2'000 + k * 1000 >= v->release_after_ms);
+    v = det.view(0, client);
+    REQUIRE(v.has_value());  // its connection is still there
+    CHECK(v->poll_rate_bits_per_s == 0);
+    CHECK_FALSE(v->quiet_for_ms.has_value());  // released
+}

@@ -56,6 +56,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,15 @@ struct Decision {
     std::vector<size_t> sample_indices;
 };
 
+// Detector::view(): one tracked (rule, client) as of the last observe(). Read-only.
+struct ClientView {
+    uint64_t poll_rate_bits_per_s = 0;     // toward the client, last timed poll
+    std::optional<uint64_t> quiet_for_ms;  // heavy and quiet: for how long (detector clock)
+    uint64_t release_after_ms = 0;         // the rule's quiet period before release
+    uint64_t release_rate_bits_per_s = 0;  // the rate below which a poll counts as quiet
+                                           // (0: only a poll with no bytes at all counts)
+};
+
 const char* to_string(DecisionKind kind);
 const char* to_string(Measure measure);
 
@@ -141,6 +151,11 @@ public:
         auto operator<=>(const HeavyClient&) const = default;
     };
     std::vector<HeavyClient> heavy_clients() const;  // sorted
+
+    // A tracked (rule, client) as of the last observe(), for the status socket.
+    using ClientView = detect::ClientView;
+    // nullopt: not tracked (no connection left and an empty window, or `rule` out of range).
+    std::optional<ClientView> view(size_t rule, const net::Address& client) const;
 
     // Introspection for tests, the status socket and the benchmark.
     size_t tracked_flows() const;
