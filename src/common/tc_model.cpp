@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -76,7 +77,19 @@ bool HtbClass::same_config(const HtbClass& o) const {
 
 bool LeafQdisc::same_config(const LeafQdisc& o) const {
     return parent == o.parent && handle == o.handle && kind == o.kind &&
-           (limit_packets == 0 || o.limit_packets == 0 || limit_packets == o.limit_packets);
+           (limit_packets == 0 || o.limit_packets == 0 || limit_packets == o.limit_packets) &&
+           (limit_bytes == 0 || o.limit_bytes == 0 || limit_bytes == o.limit_bytes);
+}
+
+uint32_t leaf_queue_bytes(uint64_t ceil_bytes_per_s, uint64_t queue_ms) {
+    unsigned __int128 bytes = static_cast<unsigned __int128>(ceil_bytes_per_s) * queue_ms / 1000;
+    if (bytes > 0x7fffffff) return 0x7fffffff;
+    return std::max<uint32_t>(static_cast<uint32_t>(bytes), kMinLeafQueueBytes);
+}
+
+uint64_t leaf_queue_drain_ms(uint32_t queue_bytes, uint64_t rate_bytes_per_s) {
+    if (rate_bytes_per_s == 0) return 0;
+    return (uint64_t{queue_bytes} * 1000 + rate_bytes_per_s - 1) / rate_bytes_per_s;
 }
 
 bool U32Filter::same_config(const U32Filter& o) const {
@@ -105,8 +118,13 @@ std::string Change::describe() const {
                             rate_text(obj.ceil_bytes_per_s);
                 return with_label(text, obj.label);
             } else if constexpr (std::is_same_v<T, LeafQdisc>) {
-                return verb + " qdisc " + obj.kind + " " + format_handle(obj.handle) + " under " +
-                       format_handle(obj.parent);
+                std::string text = verb + " qdisc " + obj.kind + " " + format_handle(obj.handle) + " under " +
+                                   format_handle(obj.parent);
+                if (op != Op::Remove && obj.limit_bytes)
+                    text += " limit " + std::to_string(obj.limit_bytes) + "b";
+                if (op != Op::Remove && obj.limit_packets)
+                    text += " limit " + std::to_string(obj.limit_packets) + " packets";
+                return text;
             } else if constexpr (std::is_same_v<T, U32Filter>) {
                 std::string text = verb + " u32 filter " + format_u32_handle(obj.handle);
                 if (obj.role == U32Filter::Role::Match && op != Op::Remove)

@@ -8,6 +8,7 @@
 
 #include "client_state.hpp"
 #include "flow_table.hpp"
+#include "flowshaper/tc/model.hpp"
 
 namespace flowshaper::detect {
 
@@ -96,6 +97,14 @@ uint64_t release_rate_of(const policy::Detect& rule) {
     return r == kUnset ? 0 : r;
 }
 
+// How long the wire may go on after conntrack went quiet: the heavy class's full leaf queue
+// (sized as plan sizes it, at the limit's ceil) drained at the limit's guaranteed rate.
+uint64_t queue_drain_ms(const policy::Detect& rule, uint64_t leaf_queue_ms) {
+    uint64_t rate = std::max<uint64_t>(1, rule.limit.rate_bits_per_s / 8);
+    uint64_t ceil = std::max<uint64_t>(rate, rule.limit.ceil_bits_per_s / 8);
+    return tc::leaf_queue_drain_ms(tc::leaf_queue_bytes(ceil, leaf_queue_ms), rate);
+}
+
 std::string n(uint64_t v) {
     return std::to_string(v);
 }
@@ -105,6 +114,7 @@ std::string n(uint64_t v) {
 struct Detector::State {
     std::vector<policy::Detect> rules;
     std::vector<uint64_t> release_rate_bits_per_s;  // per rule
+    std::vector<uint64_t> release_wait_ms;          // per rule: release_after + leaf queue drain time
     LocalAddresses local;
     Options options;
     uint64_t max_step_ms = 0;
@@ -330,13 +340,14 @@ std::optional<Decision> Detector::State::release_check(const Poll& poll, ClientS
     }
     c.quiet_max_rate_bits_per_s = std::max(c.quiet_max_rate_bits_per_s, c.poll_rate_bits_per_s);
     uint64_t quiet_ms = poll.now_ms > c.quiet_since_ms ? poll.now_ms - c.quiet_since_ms : 0;
-    if (quiet_ms < rule.release_after_ms) return std::nullopt;
+    if (quiet_ms < release_wait_ms[c.rule]) return std::nullopt;
     Decision d = decision(DecisionKind::Release, c);
     d.measure = Measure::QuietRate;
     d.measured = c.quiet_max_rate_bits_per_s;
     d.threshold = limit;
-    d.reason = "quiet for " + n(quiet_ms) + " ms (release_after " + n(rule.release_after_ms) +
-               " ms): at most " + n(d.measured) + " bit/s per poll, below " + n(limit) + " bit/s";
+    d.reason = "quiet for " + n(quiet_ms) + " ms (release_after " + n(rule.release_after_ms) + " ms + " +
+               n(release_wait_ms[c.rule] - rule.release_after_ms) + " ms leaf queue drain): at most " +
+               n(d.measured) + " bit/s per poll, below " + n(limit) + " bit/s";
     return d;
 }
 
@@ -394,7 +405,10 @@ Detector::Detector(std::vector<policy::Detect> rules, std::vector<net::Address> 
     : state_(std::make_unique<State>()) {
     State& s = *state_;
     s.rules = std::move(rules);
-    for (const auto& r : s.rules) s.release_rate_bits_per_s.push_back(release_rate_of(r));
+    for (const auto& r : s.rules) {
+        s.release_rate_bits_per_s.push_back(release_rate_of(r));
+        s.release_wait_ms.push_back(r.release_after_ms + queue_drain_ms(r, options.leaf_queue_ms));
+    }
     s.local = LocalAddresses(std::move(local_addresses));
     s.options = options;
     s.max_step_ms =

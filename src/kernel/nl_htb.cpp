@@ -85,8 +85,10 @@ Result<tc::RootInfo> read_qdiscs(const Target& t, std::optional<tc::HtbQdisc>& o
             }
         } else if (tc::major_of(parent) == tc::kMajor && tc::minor_of(parent) != 0 && handle != 0) {
             tc::LeafQdisc leaf{parent, handle, kind, 0};
-            if (kind == "pfifo" || kind == "bfifo")
+            if (kind == "pfifo")
                 leaf.limit_packets = static_cast<uint32_t>(rtnl_qdisc_fifo_get_limit(q));
+            else if (kind == "bfifo")
+                leaf.limit_bytes = static_cast<uint32_t>(rtnl_qdisc_fifo_get_limit(q));
             else if (kind == "fq_codel")
                 leaf.limit_packets = static_cast<uint32_t>(rtnl_qdisc_fq_codel_get_limit(q));
             else if (kind == "sfq")
@@ -219,7 +221,7 @@ Status apply_leaf(const Target& t, Change::Op op, const tc::LeafQdisc& l, bool h
     }
     if ((err = rtnl_tc_set_kind(as_tc(qdisc.get()), l.kind.c_str())) < 0)
         return make_error(what, object, nle_to_errno(err), nl_geterror(err));
-    int limit = static_cast<int>(l.limit_packets);
+    int limit = static_cast<int>(l.kind == "bfifo" ? l.limit_bytes : l.limit_packets);
     if (l.kind == "pfifo" || l.kind == "bfifo")
         rtnl_qdisc_fifo_set_limit(qdisc.get(),
                                   limit ? limit : static_cast<int>(default_fifo_limit(t, l.kind)));
@@ -234,8 +236,9 @@ Status apply_leaf(const Target& t, Change::Op op, const tc::LeafQdisc& l, bool h
     Status st = send(t, err, msg, what, object, ObjectKind::Leaf, false);
     if (!st && st.error().code == ENOENT && !has_kind) {
         std::string config = l.kind == "fq_codel" ? "CONFIG_NET_SCH_FQ_CODEL" : "CONFIG_NET_SCH_SFQ";
-        return make_error(what, object, ENOENT,
-                          "the kernel has no sch_" + l.kind + " (" + config + "); use leaf qdisc pfifo");
+        return make_error(
+            what, object, ENOENT,
+            "the kernel has no sch_" + l.kind + " (" + config + "); use leaf_qdisc = \"auto\" or \"bfifo\"");
     }
     return st;
 }

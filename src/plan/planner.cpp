@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "flowshaper/policy/units.hpp"
 #include "id_allocator.hpp"
 #include "u32_layout.hpp"
 
@@ -50,6 +51,8 @@ public:
     Result<DevicePlan> run() {
         plan_.desired.device = iface_.device;
         plan_.link_rate_bits_per_s = iface_.rate_bits_per_s;
+        plan_.leaf_kind = in_.resolved.leaf_kind;
+        plan_.leaf_reason = in_.resolved.leaf_reason;
         if (auto st = static_classes(); !st) return st.error();
         collect_slots();
         if (auto st = client_classes(); !st) return st.error();
@@ -76,7 +79,7 @@ private:
     std::set<std::string> parent_names(const std::vector<policy::Class>& classes) const;
     void collect_slots();
     Status client_classes();
-    void add_leaf(tc::Handle classid);
+    void add_leaf(const tc::HtbClass& cls);
 
     const PlanInput& in_;
     const policy::Interface& iface_;
@@ -86,12 +89,14 @@ private:
     std::vector<ClientSlot> slots_;
 };
 
-void DevicePlanner::add_leaf(tc::Handle classid) {
+void DevicePlanner::add_leaf(const tc::HtbClass& cls) {
     if (in_.resolved.leaf_kind == "pfifo") return;  // the kernel's default leaf
     tc::LeafQdisc q;
-    q.parent = classid;
-    q.handle = tc::make_handle(tc::minor_of(classid), 0);
+    q.parent = cls.classid;
+    q.handle = tc::make_handle(tc::minor_of(cls.classid), 0);
     q.kind = in_.resolved.leaf_kind;
+    if (q.kind == "bfifo")
+        q.limit_bytes = tc::leaf_queue_bytes(cls.ceil_bytes_per_s, in_.resolved.leaf_queue_ms);
     plan_.desired.leaves.push_back(q);
 }
 
@@ -158,12 +163,15 @@ Status DevicePlanner::static_classes() {
                                        c.rate_bits_per_s, c.ceil_bits_per_s, c.prio,
                                        "class " + c.name + ": unclassified traffic");
                 st.classes.push_back(rest);
-                add_leaf(rest.classid);
+                add_leaf(rest);
             }
         }
     }
-    for (const auto& c : classes)
-        if (!parents.count(c.name)) add_leaf(class_ids_[c.name]);
+    for (const auto& c : classes) {
+        if (parents.count(c.name)) continue;
+        for (const auto& cls : st.classes)
+            if (cls.classid == class_ids_[c.name]) add_leaf(cls);
+    }
     return {};
 }
 
@@ -231,7 +239,7 @@ Status DevicePlanner::client_classes() {
             ids[i] = *fresh;
         }
         plan_.desired.classes.push_back(make_class(*ids[i], s.parent, s.rate_bits, s.ceil_bits, 0, s.label));
-        add_leaf(*ids[i]);
+        add_leaf(plan_.desired.classes.back());
         ++plan_.client_classes;
         if (fw && s.heavy) {
             plan_.desired.fw.push_back({kPrioFw, tc::kEthPAll, s.mark, mark_mask, *ids[i], s.label});
@@ -270,6 +278,48 @@ uint32_t quantum_for(uint64_t bytes_per_s) {
     return static_cast<uint32_t>(std::clamp<uint64_t>(bytes_per_s / 10, kMtuBytes, 200000));
 }
 
+namespace {
+
+// The one place where the leaf queue's kind is chosen: fq_codel (per-flow queues, CoDel keeps the
+// delay near 5 ms), else sfq, else a bfifo sized in bytes by leaf_queue. pfifo is the kernel's
+// default leaf (txqueuelen packets, seconds at a few Mbit/s): only on request. Returns the kind
+// and why it was chosen.
+using LeafChoice = std::pair<std::string, std::string>;  // kind, why
+
+Result<LeafChoice> resolve_leaf(const policy::Settings& settings, const kernel::TcFeatures& features) {
+    std::string queue = policy::format_duration(settings.leaf_queue_ms);
+    std::string bfifo_why = "byte-sized fifo holding " + queue +
+                            " at each class's ceil (leaf_queue), at least " +
+                            std::to_string(tc::kMinLeafQueueBytes) + " bytes";
+    switch (settings.leaf_qdisc) {
+        case policy::LeafQdisc::Auto:
+            if (features.fq_codel)
+                return LeafChoice{std::string("fq_codel"), "auto: the kernel has fq_codel"};
+            if (features.sfq)
+                return LeafChoice{std::string("sfq"), "auto: the kernel has sfq but not fq_codel"};
+            return LeafChoice{std::string("bfifo"), "auto: the kernel has neither fq_codel nor sfq (" +
+                                                        features.source + "); " + bfifo_why};
+        case policy::LeafQdisc::Bfifo:
+            return LeafChoice{std::string("bfifo"), "leaf_qdisc = bfifo; " + bfifo_why};
+        case policy::LeafQdisc::Pfifo:
+            return LeafChoice{std::string("pfifo"),
+                              "leaf_qdisc = pfifo: the kernel's default leaf, txqueuelen packets long "
+                              "(seconds of delay at a few Mbit/s)"};
+        case policy::LeafQdisc::FqCodel:
+        case policy::LeafQdisc::Sfq:
+            break;
+    }
+    bool codel = settings.leaf_qdisc == policy::LeafQdisc::FqCodel;
+    if (codel ? !features.fq_codel : !features.sfq)
+        return make_error("leaf_qdisc", codel ? "fq_codel" : "sfq", 0,
+                          "the kernel does not have it (checked via " + features.source +
+                              "); use leaf_qdisc = \"auto\" or \"bfifo\"");
+    return LeafChoice{std::string(codel ? "fq_codel" : "sfq"),
+                      std::string("leaf_qdisc = ") + (codel ? "fq_codel" : "sfq")};
+}
+
+}  // namespace
+
 Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatures& features) {
     Resolved r;
     switch (settings.classifier) {
@@ -290,29 +340,12 @@ Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatu
                               ")");
             break;
     }
-    auto want = settings.leaf_qdisc;
-    auto pick = [&](policy::LeafQdisc kind) {
-        switch (kind) {
-            case policy::LeafQdisc::FqCodel:
-                return features.fq_codel ? "fq_codel" : "";
-            case policy::LeafQdisc::Sfq:
-                return features.sfq ? "sfq" : "";
-            default:
-                return "pfifo";
-        }
-    };
-    if (want == policy::LeafQdisc::Auto) {
-        r.leaf_kind = features.fq_codel ? "fq_codel" : features.sfq ? "sfq" : "pfifo";
-        r.notes.push_back("leaf qdisc auto -> " + r.leaf_kind +
-                          (r.leaf_kind == "pfifo" ? " (the kernel has neither fq_codel nor sfq)" : ""));
-    } else {
-        std::string kind = pick(want);
-        if (kind.empty())
-            return make_error("leaf_qdisc", want == policy::LeafQdisc::Sfq ? "sfq" : "fq_codel", 0,
-                              "the kernel does not have it (checked via " + features.source +
-                                  "); use leaf_qdisc = \"auto\" or \"pfifo\"");
-        r.leaf_kind = kind;
-    }
+    auto leaf = resolve_leaf(settings, features);
+    if (!leaf) return leaf.error();
+    r.leaf_kind = leaf->first;
+    r.leaf_reason = leaf->second;
+    r.leaf_queue_ms = settings.leaf_queue_ms;
+    r.notes.push_back("leaf queue " + r.leaf_kind + ": " + r.leaf_reason);
     return r;
 }
 

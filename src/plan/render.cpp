@@ -1,5 +1,6 @@
 #include "flowshaper/plan/render.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -35,6 +36,27 @@ void render_children(std::ostringstream& out, const DevicePlan& plan,
     }
 }
 
+// "leaf queues: bfifo on 3 leaves (4542..62500 bytes): auto: the kernel has neither ..."
+void render_leaves(std::ostringstream& out, const DevicePlan& plan) {
+    const auto& leaves = plan.desired.leaves;
+    out << "  leaf queues: " << (leaves.empty() ? plan.leaf_kind : leaves.front().kind);
+    if (leaves.empty()) {
+        out << " (nothing created)";
+    } else {
+        out << " on " << leaves.size() << " leaves";
+        auto [lo, hi] = std::minmax_element(leaves.begin(), leaves.end(), [](const auto& a, const auto& b) {
+            return a.limit_bytes < b.limit_bytes;
+        });
+        if (hi->limit_bytes) {
+            out << " (" << lo->limit_bytes;
+            if (hi->limit_bytes != lo->limit_bytes) out << ".." << hi->limit_bytes;
+            out << " bytes)";
+        }
+    }
+    if (!plan.leaf_reason.empty()) out << ": " << plan.leaf_reason;
+    out << "\n";
+}
+
 }  // namespace
 
 std::string render_text(const DevicePlan& plan) {
@@ -56,8 +78,7 @@ std::string render_text(const DevicePlan& plan) {
         << " client match nodes, " << plan.wide_prefixes << " in the short list of wider prefixes";
     if (!st.fw.empty()) out << "; fw: " << st.fw.size() << " marks";
     out << "\n";
-    if (!st.leaves.empty())
-        out << "  leaf qdiscs: " << st.leaves.front().kind << " on " << st.leaves.size() << " leaves\n";
+    render_leaves(out, plan);
     return out.str();
 }
 
@@ -119,6 +140,7 @@ std::string render_tc_batch(const DevicePlan& plan) {
         out << "qdisc add dev " << dev << " parent " << tc::format_handle(q.parent) << " handle "
             << tc::format_handle(q.handle) << " " << q.kind;
         if (q.limit_packets) out << " limit " << q.limit_packets;
+        if (q.limit_bytes) out << " limit " << q.limit_bytes;  // bytes for a bfifo
         out << "\n";
     }
     for (auto role : {tc::U32Filter::Role::Table, tc::U32Filter::Role::Link, tc::U32Filter::Role::Match})

@@ -38,7 +38,8 @@ void read_top_level(detail::Sink& sink, const toml::table& root, detail::Draft& 
 std::string Diagnostic::format() const {
     static constexpr const char* kSeverity[] = {"error", "warning", "note"};
     std::string out = loc.file;
-    if (loc.line != 0) out += ":" + std::to_string(loc.line) + ":" + std::to_string(loc.column);
+    if (loc.line != 0)
+        out.append(":").append(std::to_string(loc.line)).append(":").append(std::to_string(loc.column));
     return out + ": " + kSeverity[static_cast<int>(severity)] + ": " + message;
 }
 

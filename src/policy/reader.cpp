@@ -74,7 +74,7 @@ std::optional<std::string> TableReader::string(std::string_view key, bool requir
     const toml::node* n = present(key, required);
     if (!n) return std::nullopt;
     if (!n->is_string()) {
-        sink_.error(value_loc(key), "'" + std::string(key) + "' must be a string");
+        sink_.error(value_loc(key), std::string("'").append(key) + "' must be a string");
         return std::nullopt;
     }
     good(key);
@@ -151,7 +151,7 @@ std::optional<bool> TableReader::boolean(std::string_view key) {
     const toml::node* n = present(key, false);
     if (!n) return std::nullopt;
     if (!n->is_boolean()) {
-        sink_.error(value_loc(key), "'" + std::string(key) + "' must be true or false");
+        sink_.error(value_loc(key), std::string("'").append(key) + "' must be true or false");
         return std::nullopt;
     }
     good(key);

@@ -9,8 +9,8 @@ namespace flowshaper::policy::detail {
 
 namespace {
 
-const std::vector<std::string_view> kSettingsKeys{"poll_interval", "mark_mask",  "classifier",
-                                                  "on_exit",       "leaf_qdisc", "status_socket"};
+const std::vector<std::string_view> kSettingsKeys{"poll_interval", "mark_mask",  "classifier",   "on_exit",
+                                                  "leaf_qdisc",    "leaf_queue", "status_socket"};
 const std::vector<std::string_view> kInterfaceKeys{"device", "rate", "default_class", "class"};
 const std::vector<std::string_view> kClassKeys{"name", "rate", "ceil", "parent", "prio", "burst"};
 const std::vector<std::string_view> kCapKeys{"name", "device", "clients", "rate", "ceil", "shared", "parent"};
@@ -32,8 +32,8 @@ std::vector<const toml::table*> tables_of(Sink& sink, const toml::node& node, co
             out.push_back(element.as_table());
         }
     if (!ok) {
-        sink.error(sink.loc(node, key_loc),
-                   "'" + std::string(key) + "' must be an array of tables: write " + std::string(header));
+        sink.error(sink.loc(node, key_loc), std::string("'").append(key) +
+                                                "' must be an array of tables: write " + std::string(header));
         return {};
     }
     return out;
@@ -121,6 +121,30 @@ Class read_class(Sink& sink, const toml::table& table, Locs& locs) {
     return c;
 }
 
+constexpr uint64_t kMaxLeafQueueMs = 10'000;
+
+// leaf_queue: how long a bfifo leaf may hold at its class's ceil (and what the release waits for).
+void read_leaf_queue(TableReader& r, Settings& s) {
+    auto ms = r.duration("leaf_queue", false);
+    if (!ms) return;
+    if (*ms > kMaxLeafQueueMs) {
+        r.sink().error(r.value_loc("leaf_queue"),
+                       "leaf_queue " + format_duration(*ms) +
+                           " is longer than 10s: a queue that long is the delay it exists to prevent; "
+                           "100ms is usual");
+        return;
+    }
+    if (r.ok("leaf_qdisc") && s.leaf_qdisc == LeafQdisc::Pfifo) {
+        r.sink().error(r.value_loc("leaf_queue"),
+                       "leaf_queue has no effect with leaf_qdisc = \"pfifo\" (the kernel's default queue, "
+                       "counted in packets); use leaf_qdisc = \"bfifo\" or \"auto\"");
+        return;
+    }
+    s.leaf_queue_ms = *ms;
+}
+
+}  // namespace
+
 }  // namespace
 
 void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Settings& s) {
@@ -144,8 +168,9 @@ void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc,
     }
     if (auto c = r.choice("classifier", {"auto", "fw", "u32"})) s.classifier = static_cast<Classifier>(*c);
     if (auto c = r.choice("on_exit", {"flush", "keep"})) s.on_exit = static_cast<OnExit>(*c);
-    if (auto c = r.choice("leaf_qdisc", {"auto", "fq_codel", "sfq", "pfifo"}))
+    if (auto c = r.choice("leaf_qdisc", {"auto", "fq_codel", "sfq", "pfifo", "bfifo"}))
         s.leaf_qdisc = static_cast<LeafQdisc>(*c);
+    read_leaf_queue(r, s);
     if (auto path = r.string("status_socket", false)) {
         if (path->empty() || path->front() != '/')
             sink.error(r.value_loc("status_socket"),

@@ -104,7 +104,9 @@ void fail(UnitError* error, std::string message, std::string suggestion = {}) {
 }
 
 std::string quoted(std::string_view text) {
-    return "\"" + std::string(text) + "\"";
+    std::string out = "\"";
+    out.append(text);
+    return out += '"';
 }
 
 // integer.fraction * factor, rounded half up; nullopt on uint64 overflow.

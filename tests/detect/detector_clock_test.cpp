@@ -78,7 +78,9 @@ TEST_CASE("a jump forward with traffic in the gap makes no giant rate") {
 }
 
 TEST_CASE("a jump forward (suspend) releases nobody and quiet time goes on from regular steps only") {
-    Detector det({upload_rule()}, host_addresses(), every_second());
+    auto r = upload_rule();
+    r.release_after_ms = 9'800;  // + 200 ms for the leaf queue to drain (2/4 Mbit/s limit): 10 s
+    Detector det({r}, host_addresses(), every_second());
     Table t;
     const char* clients[] = {"198.51.100.1", "198.51.100.2", "198.51.100.3"};
     for (uint32_t i = 0; i < 3; ++i) t.put(outbound(i + 1, clients[i], 5301, 0));
@@ -91,7 +93,7 @@ TEST_CASE("a jump forward (suspend) releases nobody and quiet time goes on from 
     CHECK(det.heavy_clients().size() == 3);
     for (uint64_t k = 1; k <= 8; ++k) CHECK(det.observe(resumed + k * 1000, t.samples()).empty());
     auto ds = det.observe(resumed + 9 * 1000, t.samples());  // 1 s before the jump + 9 s after
-    CHECK(count(ds, DecisionKind::Release) == 3);
+    REQUIRE(count(ds, DecisionKind::Release) == 3);
     CHECK_THAT(ds[0].reason, Catch::Contains("quiet for 10000 ms"));
     CHECK(det.clock_anomalies() == 1);
 }
@@ -121,7 +123,9 @@ TEST_CASE("the first poll is a baseline: old bytes count for flow_bytes, not for
 
 TEST_CASE(
     "an adopted client gets no second Mark, its connections are re-marked, quiet counts from adoption") {
-    Detector det({upload_rule()}, host_addresses(), every_second());
+    auto r = upload_rule();
+    r.release_after_ms = 9'800;  // + 200 ms leaf queue drain: 10 s
+    Detector det({r}, host_addresses(), every_second());
     CHECK_FALSE(det.adopt(1, addr("198.51.100.9"), at(0)));  // no such rule
     REQUIRE(det.adopt(0, addr("198.51.100.9"), at(0)));
     Table t;
@@ -149,7 +153,7 @@ TEST_CASE("a client adopted between polls is quiet from its adoption on, not fro
     for (uint64_t s = 6; s <= 20; ++s)
         for (const auto& d : det.observe(at(s), t.samples()))
             if (d.kind == DecisionKind::Release) released_at.push_back(s);
-    CHECK(released_at == std::vector<uint64_t>{16});  // 10 s after 5.5 s
+    CHECK(released_at == std::vector<uint64_t>{16});  // 10.2 s (10 s + the queue's 200 ms) after 5.5 s
 }
 
 TEST_CASE("connections opened between polls are reported once, by flows_to_mark or by the next poll") {
@@ -294,4 +298,48 @@ TEST_CASE("view: the last timed poll's rate, quiet time on the detector clock, t
     REQUIRE(v.has_value());  // its connection is still there
     CHECK(v->poll_rate_bits_per_s == 0);
     CHECK_FALSE(v->quiet_for_ms.has_value());  // released
+}
+
+TEST_CASE("a release never comes before release_after of quiet on the wire: the leaf queue drains first") {
+    // The incident: conntrack counts bytes as they enter the capped class's queue, so it went
+    // quiet seconds before the wire did and an IPv6 cap was lifted 17.9 s into a 20 s
+    // release_after. Here the wire is modelled on its own: a fifo of 2 s at the class's
+    // 5 Mbit/s (leaf_queue = "2s"), drained at 625,000 B/s, kept full by the client until it
+    // stops at 10 s; conntrack sees what enters the queue.
+    auto r = rule("imap");
+    r.local_ports = {993};
+    r.flow_bytes = 1'000'000;
+    r.limit = {5'000'000, 5'000'000};
+    r.release_after_ms = 20'000;
+    Options o;
+    o.poll_interval_ms = 250;
+    o.leaf_queue_ms = 2'000;
+    Detector det({r}, host_addresses(), o);
+    constexpr uint64_t kWireBytesPerS = 625'000;
+    constexpr uint64_t kQueueBytes = 1'250'000;
+    constexpr uint64_t kStepMs = 250;
+    constexpr uint64_t kPerStep = kWireBytesPerS * kStepMs / 1000;
+    Table t;
+    t.put(inbound(1, "2001:db8:7::9", 993, 0));
+    det.observe(at(0), t.samples());
+    uint64_t queued = 0;
+    uint64_t wire_quiet_at = 0;
+    std::vector<uint64_t> marked_at, released_at;
+    for (uint64_t now = at(0) + kStepMs; now <= at(60); now += kStepMs) {
+        bool sending = now <= at(10);
+        uint64_t entered = sending ? kQueueBytes - queued + kPerStep : 0;
+        uint64_t on_wire = std::min(queued + entered, kPerStep);
+        queued = queued + entered - on_wire;
+        if (on_wire > 0) wire_quiet_at = now - kStepMs + on_wire * 1000 / kWireBytesPerS;
+        t.grow(1, entered);
+        for (const auto& d : det.observe(now, t.samples())) {
+            if (d.kind == DecisionKind::Mark) marked_at.push_back(now);
+            if (d.kind == DecisionKind::Release) released_at.push_back(now);
+        }
+    }
+    CHECK(marked_at == std::vector<uint64_t>{at(0) + kStepMs});
+    CHECK(wire_quiet_at == at(12));  // the full queue took 2 s to drain after the client stopped
+    REQUIRE(released_at.size() == 1);
+    CHECK(released_at[0] >= wire_quiet_at + r.release_after_ms);
+    CHECK(released_at[0] <= wire_quiet_at + r.release_after_ms + kStepMs);  // and not much later
 }

@@ -133,7 +133,7 @@ TEST_CASE("asking for fw on a kernel without cls_fw is an error naming what is m
     auto a = plan::resolve(s, none);
     REQUIRE(a);
     CHECK(a->classifier == plan::ClassifierKind::U32);
-    CHECK(a->leaf_kind == "pfifo");
+    CHECK(a->leaf_kind == "bfifo");  // neither fq_codel nor sfq: a byte-sized fifo
     kernel::TcFeatures all{true, true, true, "test"};
     auto b = plan::resolve(s, all);
     REQUIRE(b);

@@ -152,9 +152,17 @@ TEST_CASE("an empty policy is valid and carries every default", "[loader][valid]
     CHECK(p.settings.poll_interval_ms == 1000);
     CHECK(p.settings.mark_mask == 0x00ff0000u);
     CHECK(p.settings.leaf_qdisc == LeafQdisc::Auto);
+    CHECK(p.settings.leaf_queue_ms == 100);
     CHECK(p.interfaces.empty());
     CHECK(p.caps.empty());
     CHECK(p.detects.empty());
+}
+
+TEST_CASE("leaf_queue sizes bfifo leaves in time", "[loader][valid]") {
+    Policy p = load_ok("[settings]\nleaf_qdisc = \"bfifo\"\nleaf_queue = \"250ms\"\n");
+    CHECK(p.settings.leaf_qdisc == LeafQdisc::Bfifo);
+    CHECK(p.settings.leaf_queue_ms == 250);
+    CHECK(load_ok("[settings]\nleaf_queue = \"10s\"\n").settings.leaf_queue_ms == 10'000);
 }
 
 TEST_CASE("settings accept every enum value and integers as bits and bytes and prefixes are normalised",

@@ -47,8 +47,8 @@ std::string read_run_id() {
     std::ifstream in(FLOWSHAPER_NETNS_RUNID_FILE);
     std::string id;
     if (in >> id && !id.empty() && id.find_first_not_of("0123456789abcdef") == std::string::npos) return id;
-    id = "p";
-    return id.append(std::to_string(getpid()));
+    std::string fallback(1, 'p');
+    return fallback.append(std::to_string(getpid()));
 }
 }  // namespace
 

@@ -32,7 +32,11 @@
 //     client_bytes * 8 / window (the rate that would reach client_bytes within the window),
 //     client_rate,
 // counting only the thresholds the rule sets (limit.rate always; a release rate of 0 means: no
-// bytes at all). Quiet time starts at the beginning of the first quiet poll interval. A release
+// bytes at all). Quiet time starts at the beginning of the first quiet poll interval. Conntrack
+// counts bytes as they enter the client's leaf queue, so the wire goes quiet up to that queue's
+// drain time later: the release waits release_after plus that time (a bfifo of
+// Options::leaf_queue_ms at limit.ceil, at least tc::kMinLeafQueueBytes, drained at limit.rate —
+// tc::leaf_queue_bytes and tc::leaf_queue_drain_ms, as plan sizes it). A release
 // starts the client's accounting afresh: its window is emptied, the rate streak cleared, and its
 // connections count flow_bytes from their counters at the release (a connection that passed
 // flow_bytes does not mark the client again unless it moves another flow_bytes).
@@ -70,6 +74,7 @@ struct Options {
     uint64_t poll_interval_ms = 1000;  // the nominal poll period
     uint64_t max_step_ms = 0;          // a larger step is a clock jump; 0: 10 * poll_interval_ms
     uint64_t rate_average_ms = 5000;   // time constant of the moving average (client_rate); 0: none
+    uint64_t leaf_queue_ms = 100;      // Settings::leaf_queue_ms: the heavy classes' leaf queue length
 };
 
 enum class DecisionKind {

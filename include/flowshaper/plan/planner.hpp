@@ -30,6 +30,8 @@ enum class ClassifierKind { U32, Fw };
 struct Resolved {
     ClassifierKind classifier = ClassifierKind::U32;
     std::string leaf_kind = "pfifo";  // "pfifo" means: the kernel's default leaf, nothing created
+    std::string leaf_reason;          // why that kind: "auto: the kernel has neither fq_codel nor sfq ..."
+    uint64_t leaf_queue_ms = 100;     // bfifo: how long each leaf holds at its class's ceil
     std::vector<std::string> notes;   // why: "classifier auto -> u32: the kernel has no cls_fw"
 };
 
@@ -40,6 +42,8 @@ struct DevicePlan {
     uint64_t link_rate_bits_per_s = 0;
     size_t client_classes = 0;
     size_t wide_prefixes = 0;  // prefixes that cannot be hashed and sit in the short linear list
+    std::string leaf_kind;     // Resolved::leaf_kind, for `plan`
+    std::string leaf_reason;   // Resolved::leaf_reason
 };
 
 struct PlanInput {

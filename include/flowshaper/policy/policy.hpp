@@ -19,7 +19,7 @@ struct SourceLoc {
 
 enum class Classifier { Auto, Fw, U32 };
 enum class OnExit { Flush, Keep };
-enum class LeafQdisc { Auto, FqCodel, Sfq, Pfifo };
+enum class LeafQdisc { Auto, FqCodel, Sfq, Pfifo, Bfifo };
 enum class Protocol { Any, Tcp, Udp };
 
 struct Settings {
@@ -28,6 +28,7 @@ struct Settings {
     Classifier classifier = Classifier::Auto;
     OnExit on_exit = OnExit::Flush;
     LeafQdisc leaf_qdisc = LeafQdisc::Auto;
+    uint64_t leaf_queue_ms = 100;  // a bfifo leaf holds this long at its class's ceil
     std::string status_socket = "/run/flowshaper.sock";
     SourceLoc loc;
 };

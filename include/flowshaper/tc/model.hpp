@@ -74,12 +74,25 @@ struct HtbClass {
 struct LeafQdisc {
     Handle parent = 0;  // the leaf class
     Handle handle = 0;
-    std::string kind;            // "fq_codel", "sfq", "pfifo"
-    uint32_t limit_packets = 0;  // 0: kernel default (read back as the device's txqueuelen)
+    std::string kind;            // "fq_codel", "sfq", "bfifo", "pfifo"
+    uint32_t limit_packets = 0;  // pfifo, fq_codel, sfq; 0: kernel default (pfifo: txqueuelen)
+    uint32_t limit_bytes = 0;    // bfifo; 0: kernel default (txqueuelen * mtu)
 
     bool operator==(const LeafQdisc&) const = default;
     bool same_config(const LeafQdisc& o) const;  // a planned limit of 0 accepts any limit
 };
+
+// Leaf queues sized by time: a bfifo holds about `queue_ms` of traffic at the class's ceil, and
+// never less than kMinLeafQueueBytes: three full-size frames, so that the two segments a
+// delayed ACK releases plus one in service fit without a drop (a queue of one or two frames
+// drops on every ACK-clocked burst and a TCP flow never reaches the class's rate).
+inline constexpr uint32_t kFullFrameBytes = 1514;
+inline constexpr uint32_t kMinLeafQueueBytes = 3 * kFullFrameBytes;
+uint32_t leaf_queue_bytes(uint64_t ceil_bytes_per_s, uint64_t queue_ms);
+// The longest a full queue of `queue_bytes` takes to drain when the class gets only its
+// guaranteed rate (it may borrow up to its ceil, but nothing promises it): the most the wire
+// lags behind what entered the queue. Rounded up to whole milliseconds.
+uint64_t leaf_queue_drain_ms(uint32_t queue_bytes, uint64_t rate_bytes_per_s);
 
 // One 32-bit match of a u32 selector, in host byte order (the port converts).
 struct U32Key {
