@@ -10,7 +10,8 @@ namespace flowshaper::policy::detail {
 namespace {
 
 const std::vector<std::string_view> kSettingsKeys{"poll_interval", "mark_mask",  "classifier",   "on_exit",
-                                                  "leaf_qdisc",    "leaf_queue", "status_socket"};
+                                                  "leaf_qdisc",    "leaf_queue", "status_socket",
+                                                  "metrics_listen", "audit_log",  "firewall"};
 const std::vector<std::string_view> kInterfaceKeys{"device", "rate", "default_class", "class"};
 const std::vector<std::string_view> kClassKeys{"name", "rate", "ceil", "parent", "prio", "burst"};
 const std::vector<std::string_view> kCapKeys{"name", "device", "clients", "rate", "ceil", "shared", "parent"};
@@ -145,7 +146,23 @@ void read_leaf_queue(TableReader& r, Settings& s) {
 
 }  // namespace
 
-}  // namespace
+std::optional<Settings::Listen> parse_listen(std::string_view text) {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon + 1 == text.size() || colon + 6 < text.size()) return {};
+    std::string_view host = text.substr(0, colon), port_text = text.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    else if (host.find(':') != std::string_view::npos)
+        return {};  // an IPv6 address needs its brackets
+    unsigned port = 0;
+    for (char c : port_text) {
+        if (c < '0' || c > '9') return {};
+        port = port * 10 + static_cast<unsigned>(c - '0');
+    }
+    auto address = net::Address::parse(host);
+    if (!address || port == 0 || port > 65535) return {};
+    return Settings::Listen{*address, static_cast<uint16_t>(port)};
+}
 
 void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Settings& s) {
     const auto* table = node.as_table();
@@ -168,6 +185,7 @@ void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc,
     }
     if (auto c = r.choice("classifier", {"auto", "fw", "u32"})) s.classifier = static_cast<Classifier>(*c);
     if (auto c = r.choice("on_exit", {"flush", "keep"})) s.on_exit = static_cast<OnExit>(*c);
+    if (auto c = r.choice("firewall", {"auto", "nftables", "iptables"})) s.firewall = static_cast<Firewall>(*c);
     if (auto c = r.choice("leaf_qdisc", {"auto", "fq_codel", "sfq", "pfifo", "bfifo"}))
         s.leaf_qdisc = static_cast<LeafQdisc>(*c);
     read_leaf_queue(r, s);
@@ -178,6 +196,21 @@ void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc,
                        "\"/run/flowshaper.sock\"");
         else
             s.status_socket = *path;
+    }
+    if (auto listen = r.string("metrics_listen", false)) {
+        if (auto parsed = parse_listen(*listen))
+            s.metrics_listen = *parsed;
+        else
+            sink.error(r.value_loc("metrics_listen"),
+                       "metrics_listen must be a numeric address and a port, such as \"127.0.0.1:9469\" "
+                       "or \"[::1]:9469\"");
+    }
+    if (auto path = r.string("audit_log", false)) {
+        if (path->empty() || path->front() != '/')
+            sink.error(r.value_loc("audit_log"),
+                       "audit_log must be an absolute path, such as \"/var/log/flowshaper/audit.jsonl\"");
+        else
+            s.audit_log = *path;
     }
 }
 
