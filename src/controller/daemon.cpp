@@ -367,7 +367,6 @@ size_t Daemon::clear_marks(const std::set<HeavyKey>* only, uint32_t bits, std::s
 
 void Daemon::act(const std::vector<detect::Decision>& decisions) {
     for (const auto& d : decisions) {
-        if (d.kind == detect::DecisionKind::MarkFlows) continue;  // mark_flows() covers them
         HeavyKey key{d.rule, d.client};
         const auto& rule = policy_.detects[d.rule];
         if (d.kind == detect::DecisionKind::Mark) {

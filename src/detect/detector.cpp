@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "client_state.hpp"
 #include "flow_table.hpp"
@@ -22,8 +21,6 @@ const char* to_string(DecisionKind kind) {
             return "mark";
         case DecisionKind::Release:
             return "release";
-        case DecisionKind::MarkFlows:
-            return "mark-flows";
     }
     return "?";
 }
@@ -38,8 +35,6 @@ const char* to_string(Measure measure) {
             return "client_rate";
         case Measure::QuietRate:
             return "quiet_rate";
-        case Measure::None:
-            return "none";
     }
     return "?";
 }
@@ -62,24 +57,13 @@ struct ClientKeyHash {
     }
 };
 
-struct FlowKey {
-    uint32_t id = 0;
-    uint64_t fingerprint = 0;
-    bool operator==(const FlowKey&) const = default;
-};
-
-struct FlowKeyHash {
-    size_t operator()(const FlowKey& k) const { return static_cast<size_t>(k.fingerprint ^ k.id); }
-};
-
 // One observe() call's view of time and its by-products.
 struct Poll {
     uint64_t prev_ms = 0;  // detector clock at the previous poll
     uint64_t now_ms = 0;   // detector clock now
     bool timed = false;    // a regular step: rates, streaks and quiet time move
     bool baseline = false;
-    double alpha = 1;                                             // moving-average weight of this poll's rate
-    std::vector<std::pair<uint32_t, size_t>> new_flows_of_heavy;  // (client slot, sample index)
+    double alpha = 1;  // moving-average weight of this poll's rate
 };
 
 uint64_t rate_bits_per_s(uint64_t bytes, uint64_t ms) {
@@ -123,7 +107,6 @@ struct Detector::State {
     std::vector<ClientState> clients;
     std::vector<uint32_t> free_slots;
     std::unordered_map<ClientKey, uint32_t, ClientKeyHash> client_index;
-    std::unordered_set<FlowKey, FlowKeyHash> premarked;  // reported by flows_to_mark, not yet dumped
     bool reclassify = false;
 
     bool started = false;
@@ -134,16 +117,12 @@ struct Detector::State {
     Poll advance_clock(uint64_t now_ms);
     uint64_t clock_at(uint64_t now_ms) const;
     uint32_t slot_for(size_t rule, const net::Address& address);
-    void account_sample(Poll& poll, FlowTable& next, const FlowSample& s, size_t index);
+    void account_sample(const Poll& poll, FlowTable& next, const FlowSample& s);
     void account_duplicate(FlowRecord& dup, const FlowSample& s);
     void update_measures(const Poll& poll, ClientState& c);
     std::optional<Decision> heavy_check(const Poll& poll, ClientState& c);
     std::optional<Decision> release_check(const Poll& poll, ClientState& c);
-    void collect_flows(const std::vector<FlowSample>& samples, std::vector<Decision>& out,
-                       const std::unordered_map<uint32_t, size_t>& decision_of_slot);
-    void append_mark_flows(const std::vector<std::pair<uint32_t, size_t>>& hits,
-                           const std::vector<FlowSample>& samples, std::vector<Decision>& out) const;
-    void reset_flows_of(const std::vector<uint8_t>& selected, bool raise_base);
+    void raise_base_of(const std::vector<uint8_t>& selected);
     void forget_idle();
     Decision decision(DecisionKind kind, const ClientState& c) const;
 };
@@ -214,10 +193,9 @@ void Detector::State::account_duplicate(FlowRecord& dup, const FlowSample& s) {
             c.top_flow_id = dup.id;
         }
     }
-    if (s.alive) dup.set(FlowRecord::kEnded, false);
 }
 
-void Detector::State::account_sample(Poll& poll, FlowTable& next, const FlowSample& s, size_t index) {
+void Detector::State::account_sample(const Poll& poll, FlowTable& next, const FlowSample& s) {
     uint64_t fp = internal::fingerprint(s);
     if (FlowRecord* dup = next.find(s.id, fp)) return account_duplicate(*dup, s);
     const FlowRecord* old = flows.find(s.id, fp);
@@ -239,17 +217,15 @@ void Detector::State::account_sample(Poll& poll, FlowTable& next, const FlowSamp
     }
     uint64_t cur = opened ? s.reply_bytes : s.orig_bytes;
     FlowRecord& r = next.insert(s.id, fp);
-    r.bits = slot | (opened ? FlowRecord::kOpened : 0) | (s.alive ? 0 : FlowRecord::kEnded);
+    r.bits = slot | (opened ? FlowRecord::kOpened : 0);
     r.last_bytes = cur;
     uint64_t delta = 0;
     if (old && cur >= old->last_bytes) {
         delta = cur - old->last_bytes;
         r.base_bytes = old->base_bytes;
-        r.set(FlowRecord::kMarked, old->has(FlowRecord::kMarked));
     } else {
         // A new connection (or a restarted counter); after an address change, unknown history.
         delta = (poll.baseline || moved || reclassify) ? 0 : cur;
-        if (!premarked.empty() && premarked.count(FlowKey{s.id, fp})) r.set(FlowRecord::kMarked, true);
     }
     ClientState& c = clients[slot];
     ++c.flows;
@@ -257,10 +233,6 @@ void Detector::State::account_sample(Poll& poll, FlowTable& next, const FlowSamp
     if (c.flows == 1 || r.flow_bytes() > c.top_flow_bytes) {
         c.top_flow_bytes = r.flow_bytes();
         c.top_flow_id = s.id;
-    }
-    if (c.heavy && s.alive && !r.has(FlowRecord::kMarked)) {
-        r.set(FlowRecord::kMarked, true);
-        poll.new_flows_of_heavy.emplace_back(slot, index);
     }
 }
 
@@ -351,42 +323,10 @@ std::optional<Decision> Detector::State::release_check(const Poll& poll, ClientS
     return d;
 }
 
-// The alive connections of the clients that became heavy in this poll, in sample order.
-void Detector::State::collect_flows(const std::vector<FlowSample>& samples, std::vector<Decision>& out,
-                                    const std::unordered_map<uint32_t, size_t>& decision_of_slot) {
-    for (size_t i = 0; i < samples.size(); ++i) {
-        const FlowSample& s = samples[i];
-        if (!s.alive) continue;
-        FlowRecord* r = flows.find(s.id, internal::fingerprint(s));
-        if (!r || r->has(FlowRecord::kEnded) || r->has(FlowRecord::kMarked)) continue;
-        auto it = decision_of_slot.find(r->client());
-        if (it == decision_of_slot.end()) continue;
-        r->set(FlowRecord::kMarked, true);
-        out[it->second].flow_ids.push_back(s.id);
-        out[it->second].sample_indices.push_back(i);
-    }
-}
-
-void Detector::State::append_mark_flows(const std::vector<std::pair<uint32_t, size_t>>& hits,
-                                        const std::vector<FlowSample>& samples,
-                                        std::vector<Decision>& out) const {
-    std::unordered_map<uint32_t, size_t> decision_of_slot;
-    for (const auto& [slot, index] : hits) {
-        auto [it, inserted] = decision_of_slot.try_emplace(slot, out.size());
-        if (inserted) out.push_back(decision(DecisionKind::MarkFlows, clients[slot]));
-        out[it->second].flow_ids.push_back(samples[index].id);
-        out[it->second].sample_indices.push_back(index);
-    }
-    for (const auto& [slot, at] : decision_of_slot)
-        out[at].reason = n(out[at].flow_ids.size()) + " new connection(s) of a heavy client";
-}
-
-// Clears the mark of the selected clients' connections; raise_base: they count flow_bytes afresh.
-void Detector::State::reset_flows_of(const std::vector<uint8_t>& selected, bool raise_base) {
+// A release: the selected clients' connections count flow_bytes afresh, from their counters now.
+void Detector::State::raise_base_of(const std::vector<uint8_t>& selected) {
     flows.for_each([&](FlowRecord& r) {
-        if (r.client() >= selected.size() || !selected[r.client()]) return;
-        r.set(FlowRecord::kMarked, false);
-        if (raise_base) r.base_bytes = r.last_bytes;
+        if (r.client() < selected.size() && selected[r.client()]) r.base_bytes = r.last_bytes;
     });
 }
 
@@ -422,13 +362,11 @@ std::vector<Decision> Detector::observe(uint64_t now_ms, const std::vector<FlowS
     Poll poll = s.advance_clock(now_ms);
     for (auto& c : s.clients) c.begin_poll();
     FlowTable next(s.flows.size());
-    for (size_t i = 0; i < samples.size(); ++i) s.account_sample(poll, next, samples[i], i);
+    for (const FlowSample& sample : samples) s.account_sample(poll, next, sample);
     s.flows = std::move(next);
     s.reclassify = false;
-    s.premarked.clear();
 
     std::vector<Decision> out;
-    std::unordered_map<uint32_t, size_t> marked;  // slot -> its Mark decision
     std::vector<uint8_t> released;
     for (uint32_t slot = 0; slot < s.clients.size(); ++slot) {
         ClientState& c = s.clients[slot];
@@ -438,50 +376,15 @@ std::vector<Decision> Detector::observe(uint64_t now_ms, const std::vector<FlowS
         if (!d) continue;
         c.heavy = d->kind == DecisionKind::Mark;
         c.reset_hysteresis();
-        if (c.heavy) {
-            marked.emplace(slot, out.size());
-        } else {
+        if (!c.heavy) {
             c.window.clear();
             released.resize(s.clients.size(), 0);
             released[slot] = 1;
         }
         out.push_back(std::move(*d));
     }
-    if (!marked.empty()) s.collect_flows(samples, out, marked);
-    if (!released.empty()) {
-        s.reset_flows_of(released, true);
-        std::erase_if(poll.new_flows_of_heavy, [&](const auto& hit) { return released[hit.first] != 0; });
-    }
-    s.append_mark_flows(poll.new_flows_of_heavy, samples, out);
+    if (!released.empty()) s.raise_base_of(released);
     s.forget_idle();
-    std::sort(out.begin(), out.end(), [](const Decision& a, const Decision& b) {
-        return a.rule != b.rule ? a.rule < b.rule : a.client < b.client;
-    });
-    return out;
-}
-
-std::vector<Decision> Detector::flows_to_mark(const std::vector<FlowSample>& samples) {
-    State& s = *state_;
-    std::vector<std::pair<uint32_t, size_t>> hits;
-    for (size_t i = 0; i < samples.size(); ++i) {
-        const FlowSample& f = samples[i];
-        if (!f.alive) continue;
-        uint64_t fp = internal::fingerprint(f);
-        if (FlowRecord* r = s.flows.find(f.id, fp)) {
-            if (s.clients[r->client()].heavy && !r->has(FlowRecord::kMarked)) {
-                r->set(FlowRecord::kMarked, true);
-                hits.emplace_back(r->client(), i);
-            }
-            continue;
-        }
-        auto c = classify(f, s.local, s.rules);
-        if (!c) continue;
-        auto it = s.client_index.find(ClientKey{c->rule, c->client});
-        if (it == s.client_index.end() || !s.clients[it->second].heavy) continue;
-        if (s.premarked.insert(FlowKey{f.id, fp}).second) hits.emplace_back(it->second, i);
-    }
-    std::vector<Decision> out;
-    s.append_mark_flows(hits, samples, out);
     std::sort(out.begin(), out.end(), [](const Decision& a, const Decision& b) {
         return a.rule != b.rule ? a.rule < b.rule : a.client < b.client;
     });
@@ -504,9 +407,6 @@ void Detector::revoke(size_t rule, const net::Address& client) {
     if (it == s.client_index.end() || !s.clients[it->second].heavy) return;
     s.clients[it->second].heavy = false;
     s.clients[it->second].reset_hysteresis();
-    std::vector<uint8_t> selected(s.clients.size(), 0);
-    selected[it->second] = 1;
-    s.reset_flows_of(selected, false);
 }
 
 void Detector::set_local_addresses(std::vector<net::Address> addresses) {

@@ -15,8 +15,6 @@ namespace flowshaper::detect::internal {
 struct FlowRecord {
     static constexpr uint32_t kSlotMask = 0x1fffffff;  // client slot: 29 bits
     static constexpr uint32_t kOpened = 1u << 29;      // the client opened the connection
-    static constexpr uint32_t kEnded = 1u << 30;       // only seen as a DESTROY sample
-    static constexpr uint32_t kMarked = 1u << 31;      // reported for the ctmark
 
     uint64_t fingerprint = 0;  // tuple hash; 0: empty slot of the table
     uint64_t last_bytes = 0;   // toward-client counter at the last poll
@@ -26,7 +24,6 @@ struct FlowRecord {
 
     uint32_t client() const { return bits & kSlotMask; }
     bool has(uint32_t flag) const { return (bits & flag) != 0; }
-    void set(uint32_t flag, bool on) { bits = on ? (bits | flag) : (bits & ~flag); }
     uint64_t flow_bytes() const { return last_bytes - base_bytes; }
 };
 static_assert(sizeof(FlowRecord) == 32);

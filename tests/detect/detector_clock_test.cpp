@@ -1,5 +1,5 @@
-// The detector's life cycle: clock steps, the baseline, adoption after a restart, connections
-// reported between polls, revocation, address changes.
+// The detector's life cycle: clock steps, the baseline, adoption after a restart,
+// revocation, address changes, the view for the status socket.
 #include <catch2/catch.hpp>
 
 #include "detect_support.hpp"
@@ -121,8 +121,7 @@ TEST_CASE("the first poll is a baseline: old bytes count for flow_bytes, not for
     CHECK(ds[0].measured == 1'100'000);
 }
 
-TEST_CASE(
-    "an adopted client gets no second Mark, its connections are re-marked, quiet counts from adoption") {
+TEST_CASE("an adopted client gets no Mark, and its quiet time counts from the adoption") {
     auto r = upload_rule();
     r.release_after_ms = 9'800;  // + 200 ms leaf queue drain: 10 s
     Detector det({r}, host_addresses(), every_second());
@@ -132,12 +131,10 @@ TEST_CASE(
     t.put(outbound(1, "198.51.100.9", 5301, 5'000'000));
     t.put(outbound(2, "198.51.100.9", 5301, 10));
     t.put(outbound(3, "198.51.100.10", 5301, 10));
-    auto ds = det.observe(at(0), t.samples());
-    REQUIRE(ds.size() == 1);
-    CHECK(ds[0].kind == DecisionKind::MarkFlows);
-    CHECK(ds[0].flow_ids == std::vector<uint32_t>{1, 2});
+    CHECK(det.observe(at(0), t.samples()).empty());  // connection 1 is past flow_bytes: no Mark
+    CHECK(det.heavy_clients() == std::vector<Detector::HeavyClient>{{0, addr("198.51.100.9")}});
     for (uint64_t s = 1; s <= 9; ++s) CHECK(det.observe(at(s), t.samples()).empty());
-    ds = det.observe(at(10), t.samples());
+    auto ds = det.observe(at(10), t.samples());
     REQUIRE(ds.size() == 1);
     CHECK(ds[0].kind == DecisionKind::Release);
     CHECK(ds[0].measured == 0);
@@ -156,33 +153,6 @@ TEST_CASE("a client adopted between polls is quiet from its adoption on, not fro
     CHECK(released_at == std::vector<uint64_t>{16});  // 10.2 s (10 s + the queue's 200 ms) after 5.5 s
 }
 
-TEST_CASE("connections opened between polls are reported once, by flows_to_mark or by the next poll") {
-    Detector det({upload_rule()}, host_addresses(), every_second());
-    Table t;
-    t.put(outbound(1, "198.51.100.9", 5301, 0));
-    det.observe(at(0), t.samples());
-    t.grow(1, 2'000'000);
-    REQUIRE(count(det.observe(at(1), t.samples()), DecisionKind::Mark) == 1);
-
-    FlowSample opened = outbound(7, "198.51.100.9", 5301, 0);  // a NEW event
-    FlowSample other = outbound(8, "198.51.100.10", 5301, 0);  // a client that is not heavy
-    auto ds = det.flows_to_mark({other, opened});
-    REQUIRE(ds.size() == 1);
-    CHECK(ds[0].kind == DecisionKind::MarkFlows);
-    CHECK(ds[0].client == addr("198.51.100.9"));
-    CHECK(ds[0].flow_ids == std::vector<uint32_t>{7});
-    CHECK(ds[0].sample_indices == std::vector<size_t>{1});
-    CHECK(det.flows_to_mark({opened}).empty());
-
-    t.put(opened);
-    t.put(other);
-    t.put(outbound(9, "198.51.100.9", 5301, 0));  // opened and dumped before any event said so
-    ds = det.observe(at(2), t.samples());
-    REQUIRE(ds.size() == 1);
-    CHECK(ds[0].flow_ids == std::vector<uint32_t>{9});
-    CHECK(det.flows_to_mark(t.samples()).empty());
-}
-
 TEST_CASE("a revoked Mark is decided again at the next poll") {
     Detector det({upload_rule()}, host_addresses(), every_second());
     Table t;
@@ -195,7 +165,7 @@ TEST_CASE("a revoked Mark is decided again at the next poll") {
     auto ds = det.observe(at(2), t.samples());
     REQUIRE(ds.size() == 1);
     CHECK(ds[0].kind == DecisionKind::Mark);
-    CHECK(ds[0].flow_ids == std::vector<uint32_t>{1});
+    CHECK(ds[0].measured == 2'000'000);  // a revoke does not restart flow_bytes (a release does)
 }
 
 TEST_CASE("a new address of this host reclassifies flows, which start from their current counter") {

@@ -1,6 +1,9 @@
 // detect: per-flow and per-client accounting of the bytes sent toward the client, the [[detect]]
 // thresholds, hysteresis and release. Pure: no kernel, no clock, no I/O — the caller passes the
-// time and complete conntrack dumps; the detector returns decisions.
+// time and complete conntrack dumps; the detector returns decisions: which (rule, client) became
+// heavy (Mark) and which was quiet long enough (Release). Which connections carry a heavy client's
+// ctmark is not decided here: the caller knows whether the client's class is in the kernel and
+// whether its release is under way, so it marks them itself (the daemon's mark_flows).
 //
 // Accounting, per (rule, client) — a client is tracked once per rule its flows match (classify.hpp):
 //   - Each poll, a flow's delta is its toward-client counter minus the value seen at the previous
@@ -78,9 +81,8 @@ struct Options {
 };
 
 enum class DecisionKind {
-    Mark,       // the client became heavy: cap it, then mark flow_ids
-    Release,    // the client stayed quiet for release_after: unmark, then remove its cap
-    MarkFlows,  // the client is already heavy: these connections of it are new and need the mark
+    Mark,     // the client became heavy: cap it, then mark its connections
+    Release,  // the client stayed quiet for release_after: unmark, then remove its cap
 };
 
 // What `measured` and `threshold` are.
@@ -89,7 +91,6 @@ enum class Measure {
     ClientBytes,  // the client's bytes within the window
     ClientRate,   // the client's moving-average rate, bits/s
     QuietRate,    // Release: the highest per-poll rate (bits/s) during the quiet period
-    None,         // MarkFlows
 };
 
 struct Decision {
@@ -97,14 +98,10 @@ struct Decision {
     size_t rule = 0;
     std::string rule_name;
     net::Address client;
-    Measure measure = Measure::None;
+    Measure measure = Measure::FlowBytes;
     uint64_t measured = 0;   // bytes or bits/s, see `measure`
     uint64_t threshold = 0;  // same unit
     std::string reason;      // for the log line: "connection 17 moved 600000000 bytes toward ..."
-    // Mark / MarkFlows: the client's alive connections that match the rule and need the mark,
-    // as conntrack ids and as positions in the `samples` given to this call (same order).
-    std::vector<uint32_t> flow_ids;
-    std::vector<size_t> sample_indices;
 };
 
 // Detector::view(): one tracked (rule, client) as of the last observe(). Read-only.
@@ -131,14 +128,8 @@ public:
     // by alive=false samples with the last counters of flows that ended since the previous poll.
     std::vector<Decision> observe(uint64_t now_ms, const std::vector<FlowSample>& samples);
 
-    // Between polls (e.g. NEW events): the MarkFlows decisions for the alive samples that belong
-    // to a client already heavy for the rule they match. Each connection is reported once: the
-    // following observe() does not report it again (unless its counter restarts).
-    std::vector<Decision> flows_to_mark(const std::vector<FlowSample>& samples);
-
     // After a restart: the daemon found this client's class in the kernel. The client is heavy
-    // from now on, without a Mark decision; its connections are reported by MarkFlows. Returns
-    // false when `rule` is out of range.
+    // from now on, without a Mark decision. Returns false when `rule` is out of range.
     bool adopt(size_t rule, const net::Address& client, uint64_t now_ms);
     // The caller could not act on a Mark (e.g. the kernel refused the class): forget that the
     // client is heavy without a Release, so that a later poll decides again.
