@@ -16,6 +16,15 @@
 // table function answers "is c in the set?", so while that one header is read (its include guard keeps it
 // from being read again) "unreachable" means "return false". Stray non-ASCII outside strings ("name = café")
 // and valid multi-line strings ("\\" + newline + " é") reached it.
+//
+// TOML_ASSERT_ASSUME and TOML_UNREACHABLE are internal to toml++ 3.3 (its documented configuration
+// macros, TOML_ASSERT among them, reach neither the release-build assumption nor the Unicode
+// tables), so the redefinition is pinned to 3.3: CMakeLists.txt refuses another version at
+// configure time, and this check stops a build that picks up other toml++ headers anyway.
+#include <toml++/impl/version.h>
+#if TOML_LIB_MAJOR != 3 || TOML_LIB_MINOR != 3
+#error "toml++ 3.3 expected: reader.hpp redefines its internal macros (see the pin in CMakeLists.txt)"
+#endif
 // clang-format off
 #include <toml++/impl/preprocessor.h>
 #undef TOML_ASSERT_ASSUME
