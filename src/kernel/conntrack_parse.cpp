@@ -45,20 +45,36 @@ void copy_address(net::Address& to, net::Family family, const uint8_t* p, size_t
     if (len >= static_cast<size_t>(to.byte_width())) std::memcpy(to.bytes.data(), p, to.byte_width());
 }
 
-bool parse_tuple(const uint8_t* p, size_t len, FlowSample& out) {
+// One tuple's addresses and ports (the original or the reply tuple); l4proto when given.
+struct TupleFields {
+    net::Address& src;
+    net::Address& dst;
+    uint16_t& sport;
+    uint16_t& dport;
+    uint8_t* l4proto;
+};
+
+bool parse_tuple(const uint8_t* p, size_t len, net::Family family, const TupleFields& out) {
     return for_each_attr(p, p + len, [&](int type, const uint8_t* v, size_t n) {
         if (type == CTA_TUPLE_IP) {
             for_each_attr(v, v + n, [&](int t, const uint8_t* a, size_t an) {
-                if (t == CTA_IP_V4_SRC || t == CTA_IP_V6_SRC) copy_address(out.orig_src, out.family, a, an);
-                if (t == CTA_IP_V4_DST || t == CTA_IP_V6_DST) copy_address(out.orig_dst, out.family, a, an);
+                if (t == CTA_IP_V4_SRC || t == CTA_IP_V6_SRC) copy_address(out.src, family, a, an);
+                if (t == CTA_IP_V4_DST || t == CTA_IP_V6_DST) copy_address(out.dst, family, a, an);
             });
         } else if (type == CTA_TUPLE_PROTO) {
             for_each_attr(v, v + n, [&](int t, const uint8_t* a, size_t an) {
-                if (t == CTA_PROTO_NUM && an >= 1) out.l4proto = a[0];
-                if (t == CTA_PROTO_SRC_PORT && an >= 2) out.orig_sport = be16(a);
-                if (t == CTA_PROTO_DST_PORT && an >= 2) out.orig_dport = be16(a);
+                if (t == CTA_PROTO_NUM && an >= 1 && out.l4proto) *out.l4proto = a[0];
+                if (t == CTA_PROTO_SRC_PORT && an >= 2) out.sport = be16(a);
+                if (t == CTA_PROTO_DST_PORT && an >= 2) out.dport = be16(a);
             });
         }
+    });
+}
+
+void parse_timestamps(const uint8_t* p, size_t len, FlowSample& out) {
+    for_each_attr(p, p + len, [&](int type, const uint8_t* v, size_t n) {
+        if (type == CTA_TIMESTAMP_START && n >= 8) out.start_ns = be64(v);
+        if (type == CTA_TIMESTAMP_STOP && n >= 8) out.stop_ns = be64(v);
     });
 }
 
@@ -97,13 +113,23 @@ bool parse_conntrack_message(const nlmsghdr* nlh, FlowSample& out, bool* assured
     out = FlowSample{};
     out.family = gen.nfgen_family == AF_INET ? net::Family::V4 : net::Family::V6;
     out.orig_src.family = out.orig_dst.family = out.family;
+    out.reply_src.family = out.reply_dst.family = out.family;
     bool tuple_ok = false;
     uint32_t status = 0;
     bool attrs_ok =
         for_each_attr(base + kAttrOffset, base + nlh->nlmsg_len, [&](int type, const uint8_t* v, size_t n) {
             switch (type) {
                 case CTA_TUPLE_ORIG:
-                    tuple_ok = parse_tuple(v, n, out);
+                    tuple_ok = parse_tuple(
+                        v, n, out.family,
+                        {out.orig_src, out.orig_dst, out.orig_sport, out.orig_dport, &out.l4proto});
+                    break;
+                case CTA_TUPLE_REPLY:
+                    parse_tuple(v, n, out.family,
+                                {out.reply_src, out.reply_dst, out.reply_sport, out.reply_dport, nullptr});
+                    break;
+                case CTA_TIMESTAMP:
+                    parse_timestamps(v, n, out);
                     break;
                 case CTA_COUNTERS_ORIG:
                     parse_counters(v, n, out.orig_bytes, out.orig_packets);

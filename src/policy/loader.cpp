@@ -11,7 +11,7 @@ namespace flowshaper::policy {
 
 namespace {
 
-const std::vector<std::string_view> kTopKeys{"settings", "interface", "cap", "detect"};
+const std::vector<std::string_view> kTopKeys{"settings", "interface", "cap", "detect", "export"};
 
 struct FileCloser {
     void operator()(std::FILE* f) const { std::fclose(f); }
@@ -31,6 +31,7 @@ void read_top_level(detail::Sink& sink, const toml::table& root, detail::Draft& 
         detail::read_interfaces(sink, *n, r.value_loc("interface"), draft);
     if (const toml::node* n = r.node("cap")) detail::read_caps(sink, *n, r.value_loc("cap"), draft);
     if (const toml::node* n = r.node("detect")) detail::read_detects(sink, *n, r.value_loc("detect"), draft);
+    if (const toml::node* n = r.node("export")) detail::read_exports(sink, *n, r.value_loc("export"), draft);
 }
 
 }  // namespace

@@ -27,6 +27,12 @@ struct FlowSample {
     uint64_t orig_bytes = 0, reply_bytes = 0;
     uint64_t orig_packets = 0, reply_packets = 0;
     uint32_t mark = 0;  // ctmark
+    // The reply tuple (as the answering side sends): under NAT it is not the swapped original
+    // tuple. reply_dst:reply_dport is the original direction's source after SNAT/MASQUERADE.
+    net::Address reply_src, reply_dst;
+    uint16_t reply_sport = 0, reply_dport = 0;
+    // nf_conntrack_timestamp (set when the entry was created): ns since the epoch, 0 = not known.
+    uint64_t start_ns = 0, stop_ns = 0;
 
     // Same connection (original tuple); the id and the counters are not compared.
     bool same_tuple(const FlowSample& other) const;
