@@ -436,7 +436,7 @@ std::optional<Detector::ClientView> Detector::view(size_t rule, const net::Addre
     v.poll_rate_bits_per_s = c.poll_rate_bits_per_s;
     if (c.heavy && c.quiet)
         v.quiet_for_ms = s.clock_ms > c.quiet_since_ms ? s.clock_ms - c.quiet_since_ms : 0;
-    v.release_after_ms = s.rules[rule].release_after_ms;
+    v.release_after_ms = s.release_wait_ms[rule];
     v.release_rate_bits_per_s = s.release_rate_bits_per_s[rule];
     return v;
 }

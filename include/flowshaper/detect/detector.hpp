@@ -108,7 +108,8 @@ struct Decision {
 struct ClientView {
     uint64_t poll_rate_bits_per_s = 0;     // toward the client, last timed poll
     std::optional<uint64_t> quiet_for_ms;  // heavy and quiet: for how long (detector clock)
-    uint64_t release_after_ms = 0;         // the rule's quiet period before release
+    uint64_t release_after_ms = 0;         // the quiet time a release needs: the rule's release_after
+                                           // plus its leaf queue's drain time (see Release above)
     uint64_t release_rate_bits_per_s = 0;  // the rate below which a poll counts as quiet
                                            // (0: only a poll with no bytes at all counts)
 };
