@@ -48,6 +48,33 @@ size_t count_lines(const std::string& text, const std::string& needle) {
     return n;
 }
 
+// Everything flowshaper may have created, counted with tc and iptables-legacy-save: qdiscs, classes,
+// filters under the root qdisc and under every class (each u32 node, hash table and link), and
+// the mangle rules of both families.
+struct KernelCounts {
+    size_t qdiscs = 0, classes = 0, filters = 0, rules4 = 0, rules6 = 0;
+    bool operator==(const KernelCounts&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const KernelCounts& c) {
+    return os << "qdiscs " << c.qdiscs << ", classes " << c.classes << ", filters " << c.filters
+              << ", mangle rules " << c.rules4 << " + " << c.rules6;
+}
+
+KernelCounts kernel_counts(const Netns& ns) {
+    KernelCounts c;
+    c.qdiscs = tc_json(ns, "qdisc show dev veth-s").size();
+    auto classes = tc_class_table(ns, "veth-s");
+    c.classes = classes.size();
+    std::vector<std::string> parents = {"f5:"};
+    for (const auto& [handle, cls] : classes) parents.push_back(handle);
+    for (const auto& parent : parents)
+        c.filters += count_lines(ns.exec_ok("tc filter show dev veth-s parent " + parent), " fh ");
+    c.rules4 = count_lines(mangle_save(ns, false), "\n-A ");
+    c.rules6 = count_lines(mangle_save(ns, true), "\n-A ");
+    return c;
+}
+
 void classic_case(const std::string& client, const std::string& light_client,
                   const std::string& filter_needle) {
     require_netns_privileges();
@@ -74,6 +101,7 @@ void classic_case(const std::string& client, const std::string& light_client,
     auto heavy = conntrack_lines(net.server, {client, "dport=5301", "mark=8454144"});
     CHECK(heavy.size() >= 1);
     auto light = conntrack_lines(net.server, {light_client, "dport=5301"});
+    REQUIRE_FALSE(light.empty());  // else the loop below checks nothing
     for (const auto& l : light) CHECK(l.find("mark=0 ") != std::string::npos);
 
     // The heavy client's rate settles at the rule's limit (layer 2, from tc's counters).
@@ -197,6 +225,11 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     upload(net, "10.200.0.2", "-t 4", true);
     REQUIRE(first->wait_for_log("mark client=10.200.0.2", 8000));
     auto classes_before = tc_class_table(net.server, "veth-s").size();
+    auto before = kernel_counts(net.server);
+    CHECK(before.classes == 3);  // the root class, the default class and the heavy client's
+    CHECK(before.qdiscs == 3);   // htb and a leaf qdisc under each leaf class
+    CHECK(before.filters >= 4);  // a hash table, its link and the client's DSCP node, at least
+    CHECK(before.rules4 >= 2);
     CHECK(first->stop(SIGKILL) == 128 + SIGKILL);
     first.reset();
 
@@ -209,6 +242,7 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     CHECK(count_lines(save, ":FLOWSHAPER") == 1);
     CHECK(count_lines(save, "--restore-mark") == 1);
     CHECK(tc_class_table(net.server, "veth-s").size() == classes_before);
+    CHECK(kernel_counts(net.server) == before);  // not one qdisc, class, filter or rule more or less
     CHECK(second.log().find("mark client=10.200.0.2") == std::string::npos);  // not decided twice
 
     // Killed again, `flowshaper flush` removes everything the daemon left.

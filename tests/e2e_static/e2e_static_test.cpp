@@ -138,7 +138,8 @@ TEST_CASE("the tree tc shows matches the plan, and applying it twice sends no ch
     CHECK(out.find("veth-s: 0 changes sent") != std::string::npos);
 }
 
-TEST_CASE("changing one cap's rate changes that class in place and its counters keep counting") {
+TEST_CASE(
+    "changing one cap's rate changes that class and its leaf queue in place and its counters keep counting") {
     require_netns_privileges();
     VethPair net("chg");
     TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.200.0.9", "5mbit"}}));
@@ -148,11 +149,31 @@ TEST_CASE("changing one cap's rate changes that class in place and its counters 
     net.server.exec_ok("ping -c 20 -i 0.01 -q 10.200.0.2");
     uint64_t before = class_bytes(net.server, id);
     CHECK(before > 20 * 84);
+    // Every leaf qdisc by its parent class: kind, limit and the handle the kernel keeps.
+    auto leaves = [&] {
+        std::map<std::string, std::pair<std::string, uint64_t>> out;
+        for (const auto& q : tc_json(net.server, "qdisc show dev veth-s"))
+            if (q.contains("parent"))
+                out[q["parent"].get<std::string>()] = {q["handle"].get<std::string>(),
+                                                       q["options"].value("limit", uint64_t{0})};
+        return out;
+    };
+    auto leaves_before = leaves();
+    REQUIRE(leaves_before.count(id));
+    CHECK(leaves_before[id].second == 62'500);  // bfifo: 100 ms at 5 Mbit/s
     TempFile q(policy({{"10.200.0.2", "8mbit"}, {"10.200.0.9", "5mbit"}}));
     std::string out;
     REQUIRE(run_fs(net.server, "apply -v " + q.path, &out) == 0);
-    CHECK(out.find("veth-s: 1 changes sent") != std::string::npos);
+    CHECK(out.find("veth-s: 2 changes sent") != std::string::npos);  // the class and its bfifo
     CHECK(out.find("change class " + id) != std::string::npos);
+    auto leaves_after = leaves();
+    CHECK(leaves_after.size() == leaves_before.size());
+    for (const auto& [parent, leaf] : leaves_before) {
+        INFO(parent);
+        REQUIRE(leaves_after.count(parent));
+        CHECK(leaves_after[parent].first == leaf.first);
+        CHECK(leaves_after[parent].second == (parent == id ? 100'000 : leaf.second));  // 100 ms at 8 Mbit/s
+    }
     CHECK(flowid_of(net.server, "0ac80002/ffffffff at 16") == id);
     auto classes = tc_class_table(net.server, "veth-s");
     REQUIRE(classes.count(id));
