@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "flowshaper/controller/apply.hpp"
+#include "flowshaper/plan/mangle_spec.hpp"
 #include "flowshaper/policy/units.hpp"
 
 namespace flowshaper::controller {
@@ -13,17 +14,6 @@ namespace flowshaper::controller {
 namespace {
 
 constexpr net::Family kFamilies[] = {net::Family::V4, net::Family::V6};
-
-kernel::MangleSpec mangle_spec(const policy::Policy& policy, const plan::MarkLayout& marks,
-                               const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
-    kernel::MangleSpec spec;
-    spec.mark_mask = marks.restore_mask();
-    spec.candidate = prefilter;
-    for (size_t i = 0; i < policy.detects.size(); ++i)
-        spec.dscp_rules.push_back(
-            {marks.rule_value(i), marks.rule_mask(), policy.detects[i].dscp, policy.detects[i].name});
-    return spec;
-}
 
 // The kernel can pick the candidates when every rule is decided by flow_bytes alone: a
 // connection's total is the kernel's own counter, and xt_connbytes compares it on every packet.
@@ -71,12 +61,13 @@ std::vector<detect::FlowSample> to_detect(const std::vector<kernel::FlowSample>&
 
 Daemon::Daemon(policy::Policy policy, DaemonPorts ports, std::shared_ptr<spdlog::logger> log,
                DaemonOptions options)
-    : policy_(std::move(policy)), ports_(ports), log_(std::move(log)), options_(options) {}
-
-std::vector<plan::HeavyClient> Daemon::heavy() const {
-    std::vector<plan::HeavyClient> out;
-    for (const auto& [key, state] : heavy_) out.push_back({key.rule, key.client, state.mark});
-    return out;
+    : policy_(std::move(policy)),
+      ports_(ports),
+      log_(std::move(log)),
+      options_(std::move(options)),
+      marker_(ports.conntrack, *log_),
+      devices_(ports.links, *log_) {
+    started_unix_ms_ = wall_now();
 }
 
 Result<Daemon::Layout> Daemon::make_layout(const policy::Policy& policy, std::vector<std::string>* notes) {
@@ -117,11 +108,33 @@ void Daemon::use(policy::Policy policy, Layout layout) {
     prefilter_ = layout.prefilter;
     marks_ = layout.marks;
     detector_ = std::move(layout.detector);
-    heavy_.clear();
-    free_client_numbers_.clear();
-    for (uint32_t n = 1; fw_ && n <= marks_.max_clients() && n <= 4096; ++n) free_client_numbers_.insert(n);
     tc_dirty_ = true;
+    labels_dirty_ = true;
     full_dump_ = true;
+}
+
+uint64_t Daemon::wall_now() const {
+    if (options_.wall_ms) return options_.wall_ms();
+    using namespace std::chrono;
+    return static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+void Daemon::record_error(const std::string& text) {
+    log_->error("{}", text);
+    ++counters_.errors;
+    errors_.push_back({wall_now(), text});
+    while (errors_.size() > 20) errors_.pop_front();
+}
+
+void Daemon::audit(AuditEvent event) {
+    event.at_unix_ms = wall_now();
+    if (options_.audit) options_.audit(event);
+}
+
+void Daemon::set_policy_source(std::string path, std::string sha256, uint64_t loaded_unix_ms) {
+    policy_path_ = std::move(path);
+    policy_sha256_ = std::move(sha256);
+    policy_loaded_unix_ms_ = loaded_unix_ms;
 }
 
 Status Daemon::start(uint64_t now_ms) {
@@ -130,6 +143,7 @@ Status Daemon::start(uint64_t now_ms) {
     auto layout = make_layout(policy_, &notes);
     if (!layout) return layout.error();  // nothing changed yet
     use(policy_, std::move(*layout));
+    heavy_.reset(marks_, fw_);
     for (const auto& note : notes) log_->info("{}", note);
 
     // The mangle rules first: their CONNMARK rule loads and activates conntrack, whose sysctl
@@ -141,7 +155,12 @@ Status Daemon::start(uint64_t now_ms) {
         if (!before || !before->has_value()) created.push_back(family);
     }
     auto undo = [&](Status st) {
-        for (auto family : created) (void)ports_.mangle.remove_all(family);
+        for (auto family : created)
+            if (auto u = ports_.mangle.remove_all(family); !u)
+                log_->error(
+                    "start failed; undoing it, the mangle chain ({}) stays: {}; 'flowshaper flush' removes "
+                    "it",
+                    family == net::Family::V4 ? "IPv4" : "IPv6", u.error().text());
         return st;
     };
     if (auto st = ensure_mangle(policy_, marks_, prefilter_); !st) return undo(st);
@@ -150,32 +169,33 @@ Status Daemon::start(uint64_t now_ms) {
     if (!*acct)
         log_->info(
             "conntrack accounting was off in this namespace: switched it on "
-            "(net.netfilter.nf_conntrack_acct=1); "
-            "connections older than this are not counted");
+            "(net.netfilter.nf_conntrack_acct=1); it stays on after flowshaper exits (other tools may "
+            "read the counters from now on; set it back with sysctl if you must); connections older "
+            "than this are not counted");
     log_->info(
         "mangle: chain {} with {} rules per family (restore mark, {}{} DSCP rules); conntrack is active",
         kernel::kMangleChain, 1 + (prefilter_ ? 1 : 0) + policy_.detects.size(),
         prefilter_ ? "candidate flag, " : "", policy_.detects.size());
     if (fw_) {
         // fw classes carry no address: a previous run's per-client marks cannot be adopted.
-        if (size_t n = clear_marks(nullptr, marks_.restore_mask()))
+        if (size_t n = marker_.clear(mark_context(), nullptr, marks_.restore_mask()))
             log_->info("fw: cleared {} connection marks of a previous run", n);
     }
-    first_device_scan_ = true;
-    device_index_.clear();
-    refresh_devices();
+    devices_.restart();
+    devices_.refresh(policy_);
     adopt(now_ms);
     // apply rolled the devices back; undo what this start added, and only that.
     if (auto st = reconcile_tc(true); !st) return undo(st);
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
-               device_index_.size(), policy_.caps.size(), policy_.detects.size(),
+               devices_.count(), policy_.caps.size(), policy_.detects.size(),
                policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
+    publish(now_ms);
     return {};
 }
 
 Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                              const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
-    auto spec = mangle_spec(policy, marks, prefilter);
+    auto spec = plan::mangle_spec(policy, marks, prefilter);
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
     return {};
@@ -187,36 +207,21 @@ void Daemon::adopt(uint64_t now_ms) {
         if (!dev || dev->root_info.owner != tc::RootInfo::Owner::Ours) continue;
         for (const auto& h : plan::heavy_clients_in(policy_, dev->state)) {
             HeavyKey key{h.rule_index, h.client};
-            if (heavy_.count(key)) continue;
-            heavy_[key] = {marks_.rule_value(key.rule), true};
+            if (heavy_.contains(key)) continue;
+            heavy_.adopt(key, HeavyWhy{"adopted", 0, 0, "its class was in the kernel at start", now_ms});
             detector_->adopt(h.rule_index, h.client, now_ms);
+            labels_dirty_ = true;
             log_->info("adopted heavy client {} (rule {}) from the kernel", h.client.str(),
                        policy_.detects[h.rule_index].name);
         }
     }
 }
 
-std::optional<uint32_t> Daemon::mark_for(const HeavyKey& key) {
-    if (!fw_) return marks_.rule_value(key.rule);
-    if (free_client_numbers_.empty()) return std::nullopt;
-    uint32_t n = *free_client_numbers_.begin();
-    free_client_numbers_.erase(free_client_numbers_.begin());
-    return marks_.client_value(key.rule, n);
-}
-
-// Drops a heavy client without a release decision (its class could not be made).
-void Daemon::forget(std::map<HeavyKey, HeavyState>::iterator it) {
-    if (fw_)
-        if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
-    detector_->revoke(it->first.rule, it->first.client);
-    heavy_.erase(it);
-}
-
 Status Daemon::reconcile_tc(bool together) {
     // The devices that exist now; a policy device that does not gets its tree when it appears.
     std::vector<std::string> present;
     for (const auto& iface : policy_.interfaces)
-        if (device_index_.count(iface.device)) present.push_back(iface.device);
+        if (devices_.present(iface.device)) present.push_back(iface.device);
     // At start every device goes in one apply (all or nothing: a failed start leaves no tree
     // behind); later each device on its own, so that one that fails holds up no other.
     std::vector<std::vector<std::string>> batches;
@@ -225,7 +230,6 @@ Status Daemon::reconcile_tc(bool together) {
         for (const auto& d : present) batches.push_back({d});
     std::set<std::string> done;
     Status result;
-    size_t sent = 0;
     for (const auto& batch : batches) {
         ApplyOptions opts;
         opts.force = options_.force;
@@ -234,61 +238,38 @@ Status Daemon::reconcile_tc(bool together) {
         auto report = apply_policy(policy_, ports_.tc, opts);
         if (!report) {
             result = report.error();
+            for (const auto& d : batch) device_error_[d] = report.error().text();
             continue;
         }
-        sent += report->changes_sent;
+        counters_.kernel_changes += report->changes_sent;
+        if (report->changes_sent) log_->debug("tc: {} changes sent", report->changes_sent);
+        for (const auto& d : batch) device_error_.erase(d);
         done.insert(batch.begin(), batch.end());
     }
     // A client whose device's tree is in place is capped; one whose device failed or is gone and
     // that was not capped yet is forgotten (the detector decides again later). A capped client
     // whose device went away keeps its place: its class comes back with the device's tree.
-    for (auto it = heavy_.begin(); it != heavy_.end();) {
-        auto next = std::next(it);
-        const std::string& device = policy_.detects[it->first.rule].device;
-        if (done.count(device)) {
-            it->second.placed = true;
-        } else if (!it->second.placed) {
-            std::string why = device_index_.count(device)
-                                  ? (result ? std::string("not applied") : result.error().text())
-                                  : "device " + device + " does not exist";
-            log_->error("could not cap client={} rule={}: {}; deciding again later", it->first.client.str(),
-                        policy_.detects[it->first.rule].name, why);
-            forget(it);
-        }
-        it = next;
+    std::vector<HeavyKey> unplaced;
+    for (auto& [key, entry] : heavy_.entries()) {
+        const std::string& device = policy_.detects[key.rule].device;
+        if (done.count(device))
+            heavy_.find(key)->placed = true;
+        else if (!entry.placed)
+            unplaced.push_back(key);
+    }
+    for (const auto& key : unplaced) {
+        const std::string& device = policy_.detects[key.rule].device;
+        std::string why = devices_.present(device)
+                              ? (result ? std::string("not applied") : result.error().text())
+                              : "device " + device + " does not exist";
+        record_error(fmt::format("could not cap client={} rule={}: {}; deciding again later",
+                                 key.client.str(), policy_.detects[key.rule].name, why));
+        heavy_.drop(key);
+        detector_->revoke(key.rule, key.client);
     }
     tc_dirty_ = done.size() != present.size();
-    if (sent) log_->debug("tc: {} changes sent", sent);
+    labels_dirty_ = true;
     return result;
-}
-
-void Daemon::refresh_devices() {
-    auto links = ports_.links.links();
-    if (!links) {
-        log_->warn("reading this host's devices: {}", links.error().text());
-        return;
-    }
-    std::map<std::string, int> now;
-    for (const auto& l : *links)
-        if (policy_.find_interface(l.name)) now[l.name] = l.ifindex;
-    for (const auto& iface : policy_.interfaces) {
-        auto was = device_index_.find(iface.device);
-        auto is = now.find(iface.device);
-        if (was != device_index_.end() && is == now.end()) {
-            log_->warn("device {} is gone: its tree will be applied again when it comes back", iface.device);
-        } else if (was == device_index_.end() && is != now.end()) {
-            if (!first_device_scan_) log_->info("device {} appeared: applying its tree", iface.device);
-            tc_dirty_ = true;
-        } else if (was != device_index_.end() && is != now.end() && was->second != is->second) {
-            log_->info("device {} was created again (index {} -> {}): applying its tree", iface.device,
-                       was->second, is->second);
-            tc_dirty_ = true;
-        } else if (first_device_scan_ && is == now.end()) {
-            log_->warn("device {} does not exist (yet): its tree is applied when it appears", iface.device);
-        }
-    }
-    device_index_ = std::move(now);
-    first_device_scan_ = false;
 }
 
 void Daemon::refresh_local_addresses() {
@@ -304,102 +285,50 @@ void Daemon::refresh_local_addresses() {
     if (detector_) detector_->set_local_addresses(local_list_);
 }
 
-std::optional<Daemon::HeavyKey> Daemon::heavy_key_of(const kernel::FlowSample& flow) const {
-    auto c = detect::classify(to_detect(flow), local_, policy_.detects);
-    if (!c) return std::nullopt;
-    HeavyKey key{c->rule, c->client};
-    auto it = heavy_.find(key);
-    if (it == heavy_.end() || !it->second.placed) return std::nullopt;  // class first, then marks
-    if (it->second.releasing) return std::nullopt;
-    return key;
-}
-
-void Daemon::mark_flows(const std::vector<kernel::FlowSample>& flows) {
-    // With the prefilter a heavy client's connections also get the candidate flag, so that the
-    // filtered dumps keep measuring all of its traffic (its release depends on it).
-    uint32_t mask = marks_.mask();
-    for (const auto& f : flows) {
-        auto key = heavy_key_of(f);
-        if (!key) continue;
-        uint32_t want = heavy_.at(*key).mark | marks_.candidate_bit();
-        if ((f.mark & mask) == want) continue;
-        auto st = ports_.conntrack.set_mark(f, want, mask);
-        if (st || st.error().code == ENOENT) continue;  // marked, or ended meanwhile
-        // A flow without ports (ICMP and the like) is counted but cannot be named to the
-        // kernel by its tuple alone: it keeps no mark. Not worth a warning per flow and poll.
-        if (st.error().code == EPROTONOSUPPORT)
-            log_->debug("not marking a portless flow of {}: {}", key->client.str(), st.error().text());
-        else
-            log_->warn("set ctmark on a connection of {}: {}", key->client.str(), st.error().text());
-    }
-}
-
-size_t Daemon::clear_marks(const std::set<HeavyKey>* only, uint32_t bits, std::set<HeavyKey>* incomplete) {
-    const uint32_t mask = bits;
-    std::vector<std::pair<kernel::FlowSample, std::optional<HeavyKey>>> marked;
-    auto st = ports_.conntrack.dump({}, [&](const kernel::FlowSample& f) {
-        if ((f.mark & mask) == 0) return;
-        if (!only) {
-            marked.emplace_back(f, std::nullopt);
-            return;
-        }
-        auto c = detect::classify(to_detect(f), local_, policy_.detects);
-        if (!c) return;
-        HeavyKey key{c->rule, c->client};
-        if (only->count(key)) marked.emplace_back(f, key);
-    });
-    if (!st) {
-        log_->warn("conntrack dump to clear marks: {}", st.error().text());
-        if (incomplete && only) *incomplete = *only;
-    }
-    size_t cleared = 0;
-    for (const auto& [f, key] : marked) {
-        auto w = ports_.conntrack.set_mark(f, 0, mask);
-        if (w) {
-            ++cleared;
-        } else if (w.error().code != ENOENT) {
-            log_->warn("clear ctmark: {}", w.error().text());
-            if (incomplete && key) incomplete->insert(*key);
-        }
-    }
-    return cleared;
-}
-
-void Daemon::act(const std::vector<detect::Decision>& decisions) {
+void Daemon::act(const std::vector<detect::Decision>& decisions, uint64_t now_ms) {
     for (const auto& d : decisions) {
         HeavyKey key{d.rule, d.client};
         const auto& rule = policy_.detects[d.rule];
+        AuditEvent ev{0,          "",          d.client.str(),
+                      rule.name,  rule.device, detect::to_string(d.measure),
+                      d.measured, d.threshold, d.reason};
         if (d.kind == detect::DecisionKind::Mark) {
-            if (auto it = heavy_.find(key); it != heavy_.end()) {
-                if (it->second.releasing) {
-                    it->second.releasing = false;  // heavy again before its marks were all cleared
+            if (auto* e = heavy_.find(key)) {
+                if (e->releasing) {
+                    e->releasing = false;  // heavy again before its marks were all cleared
                     log_->info("mark client={} rule={} {} action=keep-cap", d.client.str(), rule.name,
                                d.reason);
                 }
                 continue;
             }
-            auto mark = mark_for(key);
+            auto mark = heavy_.add(
+                key, HeavyWhy{detect::to_string(d.measure), d.measured, d.threshold, d.reason, now_ms});
             if (!mark) {
-                log_->error(
+                record_error(fmt::format(
                     "cannot cap client={} rule={}: all {} per-client fw marks of mark_mask are in use",
-                    d.client.str(), rule.name, marks_.max_clients());
+                    d.client.str(), rule.name, marks_.max_clients()));
                 detector_->revoke(d.rule, d.client);
                 continue;
             }
-            heavy_[key] = {*mark, false};
             tc_dirty_ = true;
+            ++counters_.caps_applied;
+            ev.action = "cap";
+            audit(ev);
             log_->info("mark client={} rule={} {} action=cap rate={} ceil={} dscp={}", d.client.str(),
                        rule.name, d.reason, rate_text(rule.limit.rate_bits_per_s),
                        rate_text(std::max(rule.limit.ceil_bits_per_s, rule.limit.rate_bits_per_s)),
                        rule.dscp);
         } else {
-            auto it = heavy_.find(key);
-            if (it == heavy_.end()) continue;
+            auto* e = heavy_.find(key);
+            if (!e) continue;
             // Undo in reverse order: marks first, then the class (finish_releases). The candidate
             // flag stays: the kernel would set it again on a connection past the threshold
             // anyway, and a flow that left the filtered dumps would come back as new and count
             // its whole total again.
-            it->second.releasing = true;
+            e->releasing = true;
+            ++counters_.caps_released;
+            ev.action = "release";
+            audit(ev);
             log_->info("release client={} rule={} {} action=uncap", d.client.str(), rule.name, d.reason);
         }
     }
@@ -408,14 +337,11 @@ void Daemon::act(const std::vector<detect::Decision>& decisions) {
 
 void Daemon::finish_releases() {
     // One dump for every client being released, however many there are.
-    std::set<HeavyKey> releasing;
-    for (const auto& [key, state] : heavy_)
-        if (state.releasing) releasing.insert(key);
+    auto releasing = heavy_.releasing();
     if (releasing.empty()) return;
     std::set<HeavyKey> incomplete;
-    clear_marks(&releasing, marks_.restore_mask(), &incomplete);
+    marker_.clear(mark_context(), &releasing, marks_.restore_mask(), &incomplete);
     for (const auto& key : releasing) {
-        auto it = heavy_.find(key);
         if (incomplete.count(key)) {
             log_->warn(
                 "release client={}: not every connection mark could be cleared; its class stays "
@@ -423,9 +349,7 @@ void Daemon::finish_releases() {
                 key.client.str());
             continue;
         }
-        if (fw_)
-            if (auto n = marks_.client_number_of(it->second.mark)) free_client_numbers_.insert(*n);
-        heavy_.erase(it);
+        heavy_.finish_release(key);
         tc_dirty_ = true;
     }
 }
@@ -437,11 +361,17 @@ Result<std::vector<kernel::FlowSample>> Daemon::dump(bool full) {
 }
 
 Status Daemon::poll(uint64_t now_ms) {
-    bool full = !prefilter_ || full_dump_ || resync_;
+    auto t0 = std::chrono::steady_clock::now();
+    bool readers_full =
+        std::any_of(readers_.begin(), readers_.end(), [](auto* r) { return r->wants_full_dump(); });
+    bool full = !prefilter_ || full_dump_ || resync_ || readers_full;
     refresh_local_addresses();
-    refresh_devices();
+    if (devices_.refresh(policy_)) tc_dirty_ = true;
     auto flows = dump(full);
-    if (!flows) return flows.error();
+    if (!flows) {
+        record_error("poll: conntrack dump: " + flows.error().text());
+        return flows.error();
+    }
     resync_ = full_dump_ = false;
     // Connections that ended before the dump reached them sent their DESTROY event before the
     // dump ended: read them now, so that this poll counts their last bytes (and not the next
@@ -452,30 +382,38 @@ Status Daemon::poll(uint64_t now_ms) {
         samples.push_back(to_detect(f));
         samples.back().alive = false;
     }
+    for (auto* r : readers_) r->on_poll(now_ms, *flows, full, ended_);
     ended_.clear();
-    act(detector_->observe(now_ms, samples));
+    act(detector_->observe(now_ms, samples), now_ms);
     Status st;
     bool placed_new = false;
     if (tc_dirty_) {
-        auto placed = [&] {
-            return std::count_if(heavy_.begin(), heavy_.end(), [](const auto& h) { return h.second.placed; });
-        };
-        auto before = placed();
+        auto before = heavy_.placed();
         st = reconcile_tc(false);
-        if (!st) log_->error("tc: {} (retrying at the next poll)", st.error().text());
-        placed_new = placed() > before;
+        if (!st) record_error("tc: " + st.error().text() + " (retrying at the next poll)");
+        placed_new = heavy_.placed() > before;
     }
+    last_poll_.full = full;
+    last_poll_.entries = flows->size();
+    ++counters_.polls;
+    counters_.conntrack_entries_read += flows->size();
     if (placed_new && !full) {
         // A client just capped: its small connections are not candidates yet; mark them all.
         auto all = dump(true);
         if (!all) {
             full_dump_ = true;  // the next poll reads the whole table and marks them then
-            return all.error();
+            st = all.error();
+        } else {
+            marker_.mark(mark_context(), *all);
         }
-        mark_flows(*all);
-        return st;
+    } else {
+        marker_.mark(mark_context(), *flows);  // only clients whose class is in the kernel
     }
-    mark_flows(*flows);  // only clients whose class is in the kernel
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    last_poll_.duration_us = static_cast<uint64_t>(secs * 1e6);
+    last_poll_.at_unix_ms = wall_now();
+    counters_.observe_poll(secs);
+    publish(now_ms);
     return st;
 }
 
@@ -489,16 +427,40 @@ Status Daemon::drain_events() {
             ended_.push_back(e.flow);
     });
     if (!lost) return lost.error();
-    if (*lost && !resync_) {
+    if (*lost) {
+        ++counters_.events_lost;
+        ++last_poll_.events_lost;
+        if (!resync_)
+            log_->warn("conntrack events were lost (receive buffer full): the next poll resynchronises");
         resync_ = true;  // the next poll's full dump catches up; no extra dump per overflow
-        log_->warn("conntrack events were lost (receive buffer full): the next poll resynchronises");
     }
-    mark_flows(fresh);
+    marker_.mark(mark_context(), fresh);
     return {};
 }
 
 Status Daemon::on_conntrack_events(uint64_t) {
     return drain_events();
+}
+
+Result<size_t> Daemon::repair(const std::string& why, uint64_t now_ms) {
+    auto before = counters_.kernel_changes;
+    if (devices_.refresh(policy_)) tc_dirty_ = true;
+    Status result = ensure_mangle(policy_, marks_, prefilter_);
+    if (!result) record_error("repair mangle rules: " + result.error().text());
+    if (auto st = reconcile_tc(false); !st) {
+        record_error("repair tc: " + st.error().text());
+        result = st;
+    }
+    size_t changes = counters_.kernel_changes - before;
+    if (changes) {
+        ++counters_.drift_repairs;
+        log_->warn("repaired flowshaper's objects ({}): {} kernel changes", why, changes);
+        audit(
+            AuditEvent{0, "repair", "", "", "", "", 0, 0, why + ": " + std::to_string(changes) + " changes"});
+    }
+    publish(now_ms);
+    if (!result) return result.error();
+    return changes;
 }
 
 Status Daemon::stop() {
@@ -507,55 +469,19 @@ Status Daemon::stop() {
         return {};
     }
     Status result;
-    if (marks_.mask() != 0) clear_marks(nullptr, marks_.mask());
+    if (marks_.mask() != 0) marker_.clear(mark_context(), nullptr, marks_.mask());
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.remove_all(family); !st) result = st;
     for (const auto& iface : policy_.interfaces)
         if (auto st = ports_.tc.remove_root(iface.device); !st && st.error().code != ENODEV) result = st;
     if (result)
-        log_->info("exit: removed flowshaper's mangle chains, classes and connection marks");
+        log_->info(
+            "exit: removed flowshaper's mangle chains, classes and connection marks "
+            "(net.netfilter.nf_conntrack_acct stays as it is)");
     else
         log_->error("exit: could not remove everything: {}; 'flowshaper flush' retries",
                     result.error().text());
     return result;
-}
-
-Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
-    // Everything the new policy needs is built first; the running one stays on any error.
-    std::vector<std::string> notes;
-    auto layout = make_layout(policy, &notes);
-    if (!layout) return layout.error();
-    if (auto st = ensure_mangle(policy, layout->marks, layout->prefilter); !st) {
-        (void)ensure_mangle(policy_, marks_, prefilter_);
-        return st;
-    }
-    bool marks_changed = layout->marks.mask() != marks_.mask() ||
-                         layout->marks.rule_mask() != marks_.rule_mask() ||
-                         layout->marks.candidate_bit() != marks_.candidate_bit() || layout->fw != fw_ ||
-                         policy.detects.size() != policy_.detects.size();
-    for (size_t i = 0; !marks_changed && i < policy.detects.size(); ++i)
-        marks_changed = policy.detects[i].name != policy_.detects[i].name;
-    if (marks_changed) {
-        // Old marks would name other rules now: clear them; heavy clients are marked again.
-        size_t n = clear_marks(nullptr, marks_.mask());
-        log_->info("reload: the mark layout changed, cleared {} connection marks", n);
-    }
-    for (const auto& old : policy_.interfaces)
-        if (!policy.find_interface(old.device)) {
-            if (auto st = ports_.tc.remove_root(old.device); !st)
-                log_->warn("reload: removing the tree of {}: {}", old.device, st.error().text());
-            else
-                log_->info("reload: {} is no longer in the policy: removed its tree", old.device);
-        }
-    use(std::move(policy), std::move(*layout));
-    for (const auto& note : notes) log_->info("reload: {}", note);
-    first_device_scan_ = true;  // warn about the new policy's missing devices, as at start
-    refresh_devices();
-    adopt(now_ms);
-    if (auto st = reconcile_tc(false); !st) return st;  // retried at the next poll
-    log_->info("reload: {} devices, {} caps, {} detect rules", policy_.interfaces.size(), policy_.caps.size(),
-               policy_.detects.size());
-    return {};
 }
 
 }  // namespace flowshaper::controller

@@ -1,16 +1,21 @@
-// `flowshaper run`: one event loop (epoll) over a poll timer, the conntrack event socket and
-// the signals.
+// `flowshaper run`: the daemon's process. One EventLoop over the poll timer, the conntrack event
+// socket, the signals and whatever outside faces the policy switches on; the Daemon does the work.
 #include <signal.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
+#include "flowshaper/controller/control.hpp"
 #include "flowshaper/controller/daemon.hpp"
+#include "flowshaper/controller/event_loop.hpp"
 #include "flowshaper/controller/log.hpp"
+#include "flowshaper/controller/service_notify.hpp"
+#include "flowshaper/kernel/mangle_backend.hpp"
 #include "flowshaper/kernel/netlink_tc_port.hpp"
 #include "flowshaper/policy/loader.hpp"
 
@@ -18,9 +23,9 @@ namespace flowshaper::controller {
 
 namespace {
 
-uint64_t now_ms() {
+uint64_t wall_ms() {
     using namespace std::chrono;
-    return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+    return static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 
 class Fd {
@@ -37,93 +42,133 @@ private:
     int fd_;
 };
 
-std::optional<policy::Policy> load(const std::string& path, spdlog::logger& log) {
-    auto result = policy::load_file(path);
-    for (const auto& d : result.diagnostics) log.error("{}", d.format());
-    return std::move(result.policy);
+// The policy file's checksum (CRC-32 of its bytes), so that `status` tells which version runs.
+std::string file_checksum(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string bytes = text.str();
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()));
+    char out[16];
+    std::snprintf(out, sizeof out, "crc32:%08lx", crc);
+    return out;
 }
 
-bool arm_timer(int fd, uint64_t interval_ms) {
-    itimerspec spec{};
-    spec.it_interval.tv_sec = static_cast<time_t>(interval_ms / 1000);
-    spec.it_interval.tv_nsec = static_cast<long>((interval_ms % 1000) * 1000000);
-    spec.it_value = spec.it_interval;
-    return timerfd_settime(fd, 0, &spec, nullptr) == 0;
+std::string status_line(const Daemon& daemon) {
+    auto snap = daemon.snapshot();
+    if (!snap) return "starting";
+    size_t in_sync = 0;
+    for (const auto& d : snap->devices) in_sync += d.state == TreeState::InSync;
+    return std::to_string(snap->heavy.size()) + " heavy clients, " + std::to_string(in_sync) + "/" +
+           std::to_string(snap->devices.size()) + " devices in sync, last poll " +
+           std::to_string(snap->last_poll.entries) + " connections in " +
+           std::to_string(snap->last_poll.duration_us / 1000) + " ms";
 }
 
-// Returns the exit status once SIGTERM/SIGINT arrives.
-int loop(Daemon& daemon, kernel::ConntrackPort& conntrack, const std::string& path, spdlog::logger& log) {
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-    Fd sig(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-    Fd timer(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-    Fd ep(epoll_create1(EPOLL_CLOEXEC));
-    if (sig.get() < 0 || timer.get() < 0 || ep.get() < 0 ||
-        !arm_timer(timer.get(), daemon.poll_interval_ms())) {
-        log.error("event loop setup: {}", std::strerror(errno));
-        return 1;
+// Everything the process owns besides the ports: the loop, the daemon, systemd's channel.
+struct Process {
+    std::string path;
+    spdlog::logger& log;
+    Daemon& daemon;
+    EventLoop loop;
+    ServiceNotify notify;
+    EventLoop::TimerId poll_timer = 0;
+
+    uint64_t now() const { return loop.now_ms(); }
+
+    ReloadOutcome reload() {
+        ReloadOutcome out;
+        log.info("reloading {}", path);
+        notify.reloading();
+        auto loaded = policy::load_file(path);
+        for (const auto& d : loaded.diagnostics) {
+            out.diagnostics.push_back(d.format());
+            log.error("{}", d.format());
+        }
+        if (!loaded.policy) {
+            out.error = "the policy has errors; keeping the one that runs";
+            log.error("reload: {}", out.error);
+        } else if (auto st = daemon.reload(std::move(*loaded.policy), now()); !st) {
+            out.error = st.error().text();
+            log.error("reload: {}", out.error);
+            out.ok = false;
+        } else {
+            out.ok = true;
+            daemon.set_policy_source(path, file_checksum(path), wall_ms());
+            loop.reset_timer(poll_timer, daemon.poll_interval_ms());
+        }
+        notify.ready(status_line(daemon));
+        return out;
     }
-    int fds[] = {sig.get(), timer.get(), conntrack.event_fd()};
-    for (int fd : fds) {
-        if (fd < 0) continue;
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.fd = fd;
-        epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev);
-    }
-    for (;;) {
-        epoll_event events[4];
-        int n = epoll_wait(ep.get(), events, 4, -1);
-        if (n < 0 && errno == EINTR) continue;
-        for (int i = 0; i < n; ++i) {
-            int fd = events[i].data.fd;
-            if (fd == timer.get()) {
-                uint64_t expirations = 0;
-                if (read(fd, &expirations, sizeof expirations) < 0) continue;
-                if (auto st = daemon.poll(now_ms()); !st) log.warn("poll: {}", st.error().text());
-            } else if (fd == conntrack.event_fd()) {
-                if (auto st = daemon.on_conntrack_events(now_ms()); !st)
-                    log.warn("events: {}", st.error().text());
-            } else if (fd == sig.get()) {
-                signalfd_siginfo info{};
-                if (read(fd, &info, sizeof info) != sizeof info) continue;
-                if (info.ssi_signo == SIGHUP) {
-                    log.info("SIGHUP: reloading {}", path);
-                    if (auto next = load(path, log)) {
-                        if (auto st = daemon.reload(std::move(*next), now_ms()); !st)
-                            log.error("reload: {}", st.error().text());
-                        arm_timer(timer.get(), daemon.poll_interval_ms());
-                    } else {
-                        log.error("reload: the policy has errors; keeping the one that runs");
-                    }
-                    continue;
-                }
+
+    void on_signal(int fd) {
+        signalfd_siginfo info{};
+        while (read(fd, &info, sizeof info) == sizeof info) {
+            if (info.ssi_signo == SIGHUP) {
+                (void)reload();
+            } else {
                 log.info("{}: stopping", strsignal(static_cast<int>(info.ssi_signo)));
-                return daemon.stop() ? 0 : 1;
+                loop.stop();
+                return;
             }
         }
     }
+
+    void on_poll() {
+        if (auto st = daemon.poll(now()); !st) log.warn("poll: {}", st.error().text());
+        notify.status(status_line(daemon));
+    }
+};
+
+Status watch(Process& p, kernel::ConntrackPort& conntrack, int signal_fd) {
+    if (!p.loop.valid()) return make_error("event loop", "epoll", errno, std::strerror(errno));
+    if (auto st = p.loop.add_fd(signal_fd, EPOLLIN, [&p, signal_fd](uint32_t) { p.on_signal(signal_fd); });
+        !st)
+        return st;
+    if (conntrack.event_fd() >= 0) {
+        auto st = p.loop.add_fd(conntrack.event_fd(), EPOLLIN, [&p](uint32_t) {
+            if (auto e = p.daemon.on_conntrack_events(p.now()); !e)
+                p.log.warn("events: {}", e.error().text());
+        });
+        if (!st) return st;
+    }
+    uint64_t interval = p.daemon.poll_interval_ms();
+    p.poll_timer = p.loop.add_timer(interval, interval, [&p] { p.on_poll(); });
+    if (uint64_t wd = p.notify.watchdog_interval_ms()) p.loop.add_timer(0, wd, [&p] { p.notify.watchdog(); });
+    return {};
 }
 
 }  // namespace
 
 int run_daemon(const std::string& policy_path, bool force) {
     auto log = make_stderr_logger();
-    auto pol = load(policy_path, *log);
-    if (!pol) return 1;
+    auto loaded = policy::load_file(policy_path);
+    for (const auto& d : loaded.diagnostics) log->error("{}", d.format());
+    if (!loaded.policy) return 1;
     // Signals go to the signalfd, from before the first kernel change on.
     sigset_t mask;
     sigemptyset(&mask);
-    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&mask, s);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
+    Fd sig(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (sig.get() < 0) {
+        log->error("signalfd: {}", std::strerror(errno));
+        return 1;
+    }
 
     auto tc = kernel::NetlinkTcPort::open();
     if (!tc) {
         log->error("{}", tc.error().text());
         return 1;
     }
-    auto mangle = kernel::make_iptc_mangle_port();
+    const auto choice = kernel::choose_backend(loaded.policy->settings.firewall, kernel::probe_backends());
+    log->info("mangle: {} backend ({})", kernel::backend_name(choice.backend), choice.reason);
+    auto mangle = kernel::make_mangle_port(choice.backend);
+    if (!mangle) {
+        log->error("{}", mangle.error().text());
+        return 1;
+    }
     auto conntrack = kernel::make_nfct_conntrack_port();
     if (!conntrack) {
         log->error("{}", conntrack.error().text());
@@ -132,12 +177,22 @@ int run_daemon(const std::string& policy_path, bool force) {
     kernel::NetlinkLinkPort links;
     DaemonOptions options;
     options.force = force;
-    Daemon daemon(std::move(*pol), {**tc, *mangle, **conntrack, links}, log, options);
-    if (auto st = daemon.start(now_ms()); !st) {
+    Daemon daemon(std::move(*loaded.policy), {**tc, **mangle, **conntrack, links}, log, options);
+    daemon.set_policy_source(policy_path, file_checksum(policy_path), wall_ms());
+    Process p{policy_path, *log, daemon, EventLoop(), ServiceNotify()};
+    if (auto st = watch(p, **conntrack, sig.get()); !st) {
+        log->error("event loop setup: {}", st.error().text());
+        return 1;
+    }
+    if (auto st = daemon.start(p.now()); !st) {
         log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
     }
-    return loop(daemon, **conntrack, policy_path, *log);
+    p.notify.ready(status_line(daemon));
+    auto looped = p.loop.run([&](const Error& e) { log->error("event loop: {}", e.text()); });
+    if (!looped) log->error("event loop gave up: {}; stopping", looped.error().text());
+    p.notify.stopping();
+    return daemon.stop() && looped ? 0 : 1;
 }
 
 }  // namespace flowshaper::controller

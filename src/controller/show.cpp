@@ -7,7 +7,7 @@
 #include <sstream>
 #include <thread>
 
-#include "flowshaper/plan/planner.hpp"
+#include "flowshaper/plan/u32_match.hpp"
 
 namespace flowshaper::controller {
 
@@ -20,28 +20,11 @@ std::map<tc::Handle, std::string> describe_classes(const tc::DeviceState& st) {
     if (st.root) out[st.root->default_class] = "default";
     for (const auto& f : st.u32) {
         if (f.role != tc::U32Filter::Role::Match) continue;
-        // keys: optional DSCP word at offset 0, then the destination address words
-        std::string text;
-        int dscp = -1;
-        bool v4 = f.protocol == tc::kEthPIp;
-        net::Address a;
-        a.family = v4 ? net::Family::V4 : net::Family::V6;
-        int bits = 0;
-        for (const auto& k : f.keys) {
-            if (k.offset == 0) {
-                dscp = static_cast<int>(v4 ? (k.value >> 18) & 0x3f : (k.value >> 22) & 0x3f);
-                continue;
-            }
-            int w = (k.offset - (v4 ? 16 : 24)) / 4;
-            if (w < 0 || w >= (v4 ? 1 : 4)) continue;
-            for (int b = 0; b < 4; ++b) a.bytes[w * 4 + b] = uint8_t(k.value >> (24 - 8 * b));
-            bits += __builtin_popcount(k.mask);
-        }
-        net::Prefix p{a, static_cast<uint8_t>(bits)};
-        text =
-            (dscp >= 0 ? "heavy " : "client ") + p.str() + (dscp >= 0 ? " dscp " + std::to_string(dscp) : "");
+        auto id = plan::identity_of(f);  // the keys plan wrote, read back by plan's own decoder
+        std::string text = id ? plan::describe(*id)
+                              : "u32 node " + tc::format_u32_handle(f.handle) + " (keys not flowshaper's)";
         auto& slot = out[f.classid];
-        slot = slot.empty() ? text : slot + ", " + p.str();
+        slot = slot.empty() ? text : slot + ", " + (id ? id->prefix.str() : text);
     }
     for (const auto& f : st.fw) out[f.classid] = "mark " + std::to_string(f.handle);
     return out;

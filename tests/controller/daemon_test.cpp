@@ -7,6 +7,7 @@
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/log.hpp"
 #include "flowshaper/kernel/fake_tc_port.hpp"
+#include "flowshaper/kernel/mangle_fake_port.hpp"
 #include "policy_builder.hpp"
 
 using namespace flowshaper;
@@ -278,7 +279,7 @@ TEST_CASE("a reload that changes the mark layout clears old marks and marks heav
     auto next = rig.policy;
     next.settings.mark_mask = 0x0000ff00;
     REQUIRE(rig.daemon->reload(next, 4000));
-    CHECK(rig.logged("adopted heavy client 198.51.100.20"));
+    CHECK(rig.logged("1 heavy clients kept"));
     REQUIRE(rig.daemon->poll(5000));
     CHECK(rig.mark_of(id) == 0x00008100);  // rule 1 and the new candidate bit
     CHECK(rig.classes() == 3);
@@ -550,4 +551,104 @@ TEST_CASE("portless flows of a heavy client are left unmarked without a warning 
     rig.conntrack.fail_next_set_mark(EPROTONOSUPPORT);
     REQUIRE(rig.daemon->poll(4000));
     CHECK_FALSE(rig.logged("set ctmark on a connection"));
+}
+
+namespace {
+// The fw classifier (not in this kernel: the fake claims it). Marks name the client.
+void use_fw(Rig& rig) {
+    rig.tc.set_features({true, false, false, "test"});
+    rig.policy.settings.classifier = policy::Classifier::Fw;
+}
+}  // namespace
+
+TEST_CASE("fw: a reload keeps heavy clients and their marks; a new heavy client gets a mark of its own") {
+    Rig rig;
+    use_fw(rig);
+    rig.start();
+    uint32_t a = make_heavy(rig);
+    uint32_t mark_a = rig.mark_of(a);
+    REQUIRE(mark_a != 0);
+    REQUIRE(rig.daemon->heavy().size() == 1);
+    auto same = rig.policy;
+    same.caps.clear();
+    REQUIRE(rig.daemon->reload(same, 3500));
+    // The client stays capped, its connection keeps its mark ...
+    REQUIRE(rig.daemon->heavy().size() == 1);
+    CHECK(rig.daemon->heavy()[0].mark == (mark_a & ~kCandidate));
+    CHECK(rig.mark_of(a) == mark_a);
+    // ... and another client that turns heavy does not inherit that mark (number).
+    uint32_t b = rig.traffic(imap_flow(kOther, 41000, 10'000'000));
+    REQUIRE(rig.daemon->poll(4000));
+    rig.traffic(imap_flow(kOther, 41000, 150'000'000));
+    REQUIRE(rig.daemon->poll(5000));
+    REQUIRE(rig.daemon->heavy().size() == 2);
+    CHECK(rig.mark_of(b) != 0);
+    CHECK(rig.mark_of(b) != rig.mark_of(a));
+    CHECK(rig.mark_of(a) == mark_a);
+    // Each fw filter names one client's class: two filters, two marks.
+    const auto& fw = rig.tc.state("eth0")->fw;
+    REQUIRE(fw.size() == 2);
+    CHECK(fw[0].handle != fw[1].handle);
+    CHECK(fw[0].classid != fw[1].classid);
+}
+
+TEST_CASE("a reload that drops a rule releases its clients and clears their marks only") {
+    Rig rig;
+    rig.policy.detects.push_back(rig.policy.detects[0]);
+    rig.policy.detects[1].name = "pop3";
+    rig.policy.detects[1].local_ports = {995};
+    rig.start();
+    uint32_t a = make_heavy(rig);
+    REQUIRE(rig.mark_of(a) != 0);
+    auto next = rig.policy;
+    std::swap(next.detects[0], next.detects[1]);  // same rules, other order: marks change
+    next.detects.pop_back();                      // imap-sync-loop is gone
+    REQUIRE(rig.daemon->reload(next, 3500));
+    CHECK(rig.daemon->heavy().empty());
+    CHECK((rig.mark_of(a) & 0x00ff0000 & ~kCandidate) == 0);
+}
+
+TEST_CASE("the snapshot says who is capped, why, and how the last poll went") {
+    Rig rig;
+    rig.start();
+    make_heavy(rig);
+    auto snap = rig.daemon->snapshot();
+    REQUIRE(snap);
+    REQUIRE(snap->heavy.size() == 1);
+    const auto& h = snap->heavy[0];
+    CHECK(h.client == kClient);
+    CHECK(h.rule == "imap-sync-loop");
+    CHECK(h.measure == "flow_bytes");
+    CHECK(h.measured >= 100'000'000);
+    CHECK(h.threshold == 100'000'000);
+    CHECK_FALSE(h.classid.empty());
+    CHECK(snap->heavy_per_rule.at("imap-sync-loop") == 1);
+    CHECK(snap->counters.caps_applied == 1);
+    CHECK(snap->counters.polls == 2);
+    CHECK(snap->last_poll.entries >= 1);
+    REQUIRE(snap->devices.size() == 1);
+    CHECK(snap->devices[0].state == controller::TreeState::InSync);
+    CHECK(snap->devices[0].classes.size() == 3);
+}
+
+TEST_CASE("caps and releases go to the audit sink with the measured value and threshold") {
+    Rig rig;
+    std::vector<controller::AuditEvent> events;
+    controller::DaemonOptions opts;
+    opts.audit = [&](const controller::AuditEvent& e) { events.push_back(e); };
+    opts.wall_ms = [] { return uint64_t{1'700'000'000'000}; };
+    rig.daemon = std::make_unique<controller::Daemon>(
+        rig.policy, controller::DaemonPorts{rig.tc, rig.mangle, rig.conntrack, rig.links},
+        controller::make_memory_logger(rig.lines), opts);
+    REQUIRE(rig.daemon->start(1000));
+    make_heavy(rig);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].action == "cap");
+    CHECK(events[0].client == "198.51.100.20");
+    CHECK(events[0].rule == "imap-sync-loop");
+    CHECK(events[0].threshold == 100'000'000);
+    CHECK(events[0].at_unix_ms == 1'700'000'000'000);
+    for (uint64_t t = 4000; t <= 20000; t += 1000) REQUIRE(rig.daemon->poll(t));
+    REQUIRE(events.size() == 2);
+    CHECK(events[1].action == "release");
 }

@@ -1,15 +1,26 @@
 // The daemon's logic, driven by the event loop (run.cpp) or by tests with fakes and a manual
-// clock: notice heavy clients, cap them, mark their connections, release them.
+// clock: notice heavy clients, cap them, mark their connections, release them. It composes units
+// that are tested on their own: the Detector decides, the HeavySet keeps who is capped, the
+// FlowMarker writes ctmarks, the DeviceWatch follows the devices, TreeStats reads the classes'
+// counters. After every poll, start, reload and repair it publishes a Snapshot; nothing outside
+// reads its state any other way.
 #pragma once
 
 #include <spdlog/logger.h>
 
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <vector>
 
 #include "flowshaper/common/result.hpp"
+#include "flowshaper/controller/device_watch.hpp"
+#include "flowshaper/controller/flow_marker.hpp"
+#include "flowshaper/controller/heavy_set.hpp"
+#include "flowshaper/controller/snapshot.hpp"
+#include "flowshaper/controller/tree_stats.hpp"
 #include "flowshaper/detect/detector.hpp"
 #include "flowshaper/kernel/conntrack_port.hpp"
 #include "flowshaper/kernel/link_port.hpp"
@@ -28,8 +39,24 @@ struct DaemonPorts {
     kernel::LinkPort& links;
 };
 
+// A second reader of the conntrack feed (flow export, `top`'s per-client rates): it sees every
+// poll's dump and the connections that ended since the previous one.
+class FlowReader {
+public:
+    virtual ~FlowReader() = default;
+    // Polls must read the whole table (not only the prefilter's candidates) while this is true.
+    virtual bool wants_full_dump() const = 0;
+    virtual void on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>& dump, bool full,
+                         const std::vector<kernel::FlowSample>& ended) = 0;
+    // Rows for Snapshot::clients (empty when this reader has none).
+    virtual std::vector<ClientSnapshot> clients(uint64_t) const { return {}; }
+};
+
 struct DaemonOptions {
-    bool force = false;  // replace a root qdisc flowshaper did not create
+    bool force = false;                 // replace a root qdisc flowshaper did not create
+    std::function<uint64_t()> wall_ms;  // wall clock for snapshots and the audit trail (default: system)
+    std::function<void(const AuditEvent&)> audit;  // every cap, release and reload
+    std::string firewall;                          // the mangle backend in use and why (for the snapshot)
 };
 
 class Daemon {
@@ -44,32 +71,34 @@ public:
     // One poll cycle: dump, account, decide, act. With the conntrack prefilter (every rule a
     // flow_bytes rule, and a spare bit in mark_mask) the dump holds only the connections the
     // kernel flagged as candidates (over the smallest flow_bytes) and those of heavy clients;
-    // the first poll, a poll after lost events and a poll that placed a new heavy client read
-    // the whole table.
+    // the first poll, a poll after lost events, a poll that placed a new heavy client and every
+    // poll while a FlowReader wants it read the whole table.
     Status poll(uint64_t now_ms);
     // New connections of heavy clients get their mark at once; lost events trigger a resync.
     Status on_conntrack_events(uint64_t now_ms);
     // Leaves the host as on_exit says: flush (default) removes every chain, class and mark.
     Status stop();
-    // Swaps in a new policy (SIGHUP); heavy clients of rules that still exist stay capped.
+    // Swaps in a new policy (SIGHUP, `flowshaper reload`). Heavy clients of rules that still
+    // exist (by name) stay capped with their marks — also with the fw classifier, whose
+    // per-client numbers are kept so that no new client inherits a connection's stale mark;
+    // clients of rules that are gone are released and their marks cleared. An unusable policy
+    // keeps the running one.
     Status reload(policy::Policy policy, uint64_t now_ms);
+    // Someone changed flowshaper's objects behind its back (an rtnetlink event, a mangle check):
+    // read, diff and repair now. Returns the number of kernel changes it took.
+    Result<size_t> repair(const std::string& why, uint64_t now_ms);
+
+    void add_reader(FlowReader* reader) { readers_.push_back(reader); }
+    // Where the policy came from, for the snapshot.
+    void set_policy_source(std::string path, std::string sha256, uint64_t loaded_unix_ms);
 
     uint64_t poll_interval_ms() const { return policy_.settings.poll_interval_ms; }
-    std::vector<plan::HeavyClient> heavy() const;
+    const policy::Policy& policy() const { return policy_; }
+    std::vector<plan::HeavyClient> heavy() const { return heavy_.clients(); }
+    // The picture after the last poll, start, reload or repair.
+    SnapshotPtr snapshot() const { return snapshot_; }
 
 private:
-    struct HeavyKey {
-        size_t rule = 0;
-        net::Address client;
-        auto operator<=>(const HeavyKey&) const = default;
-    };
-    struct HeavyState {
-        uint32_t mark = 0;    // the ctmark value its connections get
-        bool placed = false;  // its class and filter are in the kernel: its connections may be marked
-        // Released, but some of its connections still carry the mark: its class stays (they
-        // would fall into the default class with the DSCP still on them) until they are cleared.
-        bool releasing = false;
-    };
     // What one policy needs beyond the policy itself; built whole before it replaces the old.
     struct Layout {
         bool fw = false;
@@ -82,29 +111,22 @@ private:
     void use(policy::Policy policy, Layout layout);
     // Applies the tree to the policy's devices that exist; `together`: in one all-or-nothing apply.
     Status reconcile_tc(bool together);
-    // Notices policy devices that appeared, went away or were created again (a new index: the
-    // kernel dropped their qdiscs) and schedules a reconcile for them.
-    void refresh_devices();
     Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                          const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
-    void act(const std::vector<detect::Decision>& decisions);
+    void act(const std::vector<detect::Decision>& decisions, uint64_t now_ms);
     // Clears the marks of released clients; those done lose their class at the next reconcile.
     void finish_releases();
     // Reads the event socket: new connections of heavy clients are marked, ended ones kept for
     // the next poll's accounting (their last counters).
     Status drain_events();
-    void mark_flows(const std::vector<kernel::FlowSample>& flows);
     void refresh_local_addresses();
-    // Clears `bits` on the connections that carry any of them (only: those of these clients, of
-    // their rules), in one dump. `incomplete`: the clients some of whose connections could not be
-    // read or cleared.
-    size_t clear_marks(const std::set<HeavyKey>* only, uint32_t bits,
-                       std::set<HeavyKey>* incomplete = nullptr);
     Result<std::vector<kernel::FlowSample>> dump(bool full);
-    std::optional<uint32_t> mark_for(const HeavyKey& key);
-    void forget(std::map<HeavyKey, HeavyState>::iterator it);
-    std::optional<HeavyKey> heavy_key_of(const kernel::FlowSample& flow) const;
+    MarkContext mark_context() const { return {policy_.detects, local_, marks_, heavy_}; }
+    void record_error(const std::string& text);
+    void audit(AuditEvent event);
+    void publish(uint64_t now_ms);
+    uint64_t wall_now() const;
 
     policy::Policy policy_;
     DaemonPorts ports_;
@@ -116,16 +138,28 @@ private:
     std::unique_ptr<detect::Detector> detector_;
     std::vector<net::Address> local_list_;
     detect::LocalAddresses local_;
-    std::map<HeavyKey, HeavyState> heavy_;
-    std::set<uint32_t> free_client_numbers_;
+    HeavySet heavy_;
+    FlowMarker marker_;
+    DeviceWatch devices_;
+    TreeStats tree_;
+    std::vector<FlowReader*> readers_;
     bool tc_dirty_ = true;
-    std::map<std::string, int> device_index_;  // the policy's devices that exist, and their index
-    bool first_device_scan_ = true;
+    bool labels_dirty_ = true;  // the plan's class names need refreshing (heavy set or policy changed)
+    std::map<std::string, std::string> device_error_;  // why a device is not in sync
     // Connections that ended since the last poll (DESTROY events with their last counters): the
     // bytes they moved after the last dump still count. Bounded; beyond it they are dropped.
     std::vector<kernel::FlowSample> ended_;
     bool resync_ = false;    // events were lost: the next poll reads the whole table
     bool full_dump_ = true;  // the next poll reads the whole table (prefilter or not)
+
+    // For the snapshot.
+    SnapshotPtr snapshot_;
+    Counters counters_;
+    PollSnapshot last_poll_;
+    std::deque<ErrorSnapshot> errors_;
+    uint64_t started_unix_ms_ = 0;
+    std::string policy_path_, policy_sha256_;
+    uint64_t policy_loaded_unix_ms_ = 0;
 };
 
 // A conntrack sample as the detector takes it (the ctmark and packet counts left out).

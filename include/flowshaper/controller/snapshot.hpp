@@ -31,7 +31,7 @@ struct ClassSnapshot {
     std::string name;     // policy class name, "client <addr>", "heavy <addr> (<rule>)", "root"
     enum class Kind { Root, Policy, Cap, Heavy } kind = Kind::Policy;
     std::string owner;  // the cap or rule name for Cap/Heavy classes, else empty
-    uint64_t rate_bits_per_s = 0, ceil_bits_per_s = 0;  // configured
+    uint64_t rate_bits_per_s = 0, ceil_bits_per_s = 0;           // configured
     uint64_t bytes = 0, packets = 0, drops = 0, overlimits = 0;  // kernel counters
     uint64_t current_bits_per_s = 0;                             // measured between two polls
 };
@@ -48,7 +48,7 @@ struct HeavySnapshot {
     net::Address client;
     std::string rule;
     std::string device;
-    std::string measure;  // "flow_bytes", "client_bytes", "client_rate" (what made it heavy)
+    std::string measure;                   // "flow_bytes", "client_bytes", "client_rate" (what made it heavy)
     uint64_t measured = 0, threshold = 0;  // bytes or bits/s, as `measure` says
     std::string reason;                    // the log line's reason
     uint64_t since_unix_ms = 0;            // capped since
@@ -80,8 +80,8 @@ struct PollSnapshot {
     uint64_t at_unix_ms = 0;
     bool full = true;  // read the whole table (else: the prefilter's candidates)
     uint64_t duration_us = 0;
-    uint64_t entries = 0;       // conntrack entries read
-    uint64_t events_lost = 0;   // times events were lost (since start)
+    uint64_t entries = 0;      // conntrack entries read
+    uint64_t events_lost = 0;  // times events were lost (since start)
 };
 
 struct ErrorSnapshot {
@@ -127,8 +127,8 @@ struct Snapshot {
     std::vector<HeavySnapshot> heavy;
     std::vector<CapSnapshot> caps;
     std::map<std::string, size_t> heavy_per_rule;  // every rule, also those with none
-    std::vector<ClientSnapshot> clients;            // filled while someone watches (`top`)
-    bool clients_complete = true;  // false: the polls read only the prefilter's candidates
+    std::vector<ClientSnapshot> clients;           // filled while someone watches (`top`)
+    bool clients_complete = true;                  // false: the polls read only the prefilter's candidates
     PollSnapshot last_poll;
     std::vector<ErrorSnapshot> last_errors;  // newest last, at most 20
     Counters counters;
