@@ -5,10 +5,10 @@ packages=(
   # build
   cmake g++ make pkg-config clang libclang-rt-14-dev
   # libraries (see CMakeLists.txt for why each is there)
-  libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev
+  libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev libnftables-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libspdlog-dev libfmt-dev catch2
   # real-kernel tests, demo and benchmarks: namespaces, independent checks, traffic
-  iproute2 iptables conntrack iperf3 tcpdump tshark procps iputils-ping python3
+  iproute2 iptables nftables conntrack iperf3 tcpdump tshark procps iputils-ping python3
   # manual pages
   groff-base man-db
 )

@@ -5,7 +5,7 @@
 #include <map>
 #include <set>
 
-#include "flowshaper/kernel/mangle_port.hpp"
+#include "flowshaper/kernel/mangle_fake_port.hpp"
 #include "mangle_engine.hpp"
 
 namespace flowshaper::kernel {
@@ -45,7 +45,13 @@ struct FakeManglePort::Impl : mangle::MangleTableSource {
     bool acct_on = false;
     int acct_err = 0;
     bool conntrack_loaded = false;  // as the kernel: once a rule that needs conntrack went in
-    mangle::MangleEngine engine{*this, IptcOptions{}.max_attempts};
+    mangle::MangleEngine engine{*this, 5};
+    // The capped-client part of each family's last ensured spec, and the sets' members.
+    std::map<net::Family, std::vector<MangleSpec::CappedMatch>> capped;
+    std::set<std::pair<size_t, std::string>> members;  // (rule, address text)
+    std::vector<CappedClient> member_list;             // the same, as added
+    int set_err = 0;
+    uint64_t set_changes = 0;
 
     Result<std::unique_ptr<mangle::MangleTable>> open(net::Family family) override;
     Status commit(net::Family family, const FakeKernelTable& snapshot);
@@ -209,13 +215,66 @@ void FakeManglePort::fail_conntrack_accounting(int err) {
 }
 
 Status FakeManglePort::ensure(net::Family family, const MangleSpec& spec) {
-    return impl_->engine.ensure(family, spec);
+    if (auto st = validate(spec); !st) return st;
+    MangleSpec rules = spec;
+    rules.capped.clear();
+    if (auto st = impl_->engine.ensure(family, rules); !st) return st;
+    impl_->capped[family] = spec.capped;
+    return {};
 }
 Status FakeManglePort::remove_all(net::Family family) {
-    return impl_->engine.remove_all(family);
+    if (auto st = impl_->engine.remove_all(family); !st) return st;
+    impl_->capped.erase(family);
+    std::erase_if(impl_->member_list, [&](const CappedClient& m) {
+        if (m.client.family != family) return false;
+        impl_->members.erase({m.rule, m.client.str()});
+        return true;
+    });
+    return {};
 }
 Result<std::optional<MangleSpec>> FakeManglePort::read(net::Family family) {
-    return impl_->engine.read(family);
+    auto spec = impl_->engine.read(family);
+    if (spec && *spec && impl_->capped.count(family)) (*spec)->capped = impl_->capped[family];
+    return spec;
+}
+
+void FakeManglePort::fail_set_operations(int err) {
+    impl_->set_err = err;
+}
+uint64_t FakeManglePort::set_changes() const {
+    return impl_->set_changes;
+}
+
+// The set of (rule, family) exists once a spec with capped matches for that rule was ensured.
+Status FakeManglePort::add_capped(const CappedClient& m) {
+    const std::string object = "capped-client set of rule " + std::to_string(m.rule + 1);
+    if (impl_->set_err) return fake_error("add " + m.client.str() + " to", object, impl_->set_err);
+    auto it = impl_->capped.find(m.client.family);
+    if (it == impl_->capped.end() || m.rule >= it->second.size())
+        return fake_error("add " + m.client.str() + " to", object, ENOENT);
+    if (!impl_->members.insert({m.rule, m.client.str()}).second) return {};
+    impl_->member_list.push_back(m);
+    ++impl_->set_changes;
+    return {};
+}
+Status FakeManglePort::remove_capped(const CappedClient& m) {
+    const std::string object = "capped-client set of rule " + std::to_string(m.rule + 1);
+    if (impl_->set_err) return fake_error("remove " + m.client.str() + " from", object, impl_->set_err);
+    if (impl_->members.erase({m.rule, m.client.str()}) == 0) return {};
+    std::erase(impl_->member_list, m);
+    ++impl_->set_changes;
+    return {};
+}
+Result<std::vector<CappedClient>> FakeManglePort::read_capped() {
+    if (impl_->set_err) return fake_error("list", "capped-client sets", impl_->set_err);
+    return impl_->member_list;
+}
+Status FakeManglePort::flush_capped() {
+    if (impl_->set_err) return fake_error("flush", "capped-client sets", impl_->set_err);
+    if (!impl_->member_list.empty()) ++impl_->set_changes;
+    impl_->members.clear();
+    impl_->member_list.clear();
+    return {};
 }
 uint64_t FakeManglePort::commits() const {
     return impl_->engine.commits();

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <thread>
 
-#include "flowshaper/kernel/mangle_port.hpp"
+#include <fstream>
+
+#include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "mangle_engine.hpp"
 #include "mangle_iptc.hpp"
 
@@ -149,17 +151,29 @@ public:
     explicit IptcManglePort(IptcOptions options)
         : source_(std::move(options)), engine_(source_, source_.options().max_attempts) {}
 
+    std::string backend() const override { return "iptables"; }
     Status ensure(net::Family family, const MangleSpec& spec) override {
+        if (!spec.capped.empty()) return no_sets("ensure capped-client rules");
         return engine_.ensure(family, spec);
     }
     Status remove_all(net::Family family) override { return engine_.remove_all(family); }
     Result<std::optional<MangleSpec>> read(net::Family family) override { return engine_.read(family); }
+    Status add_capped(const CappedClient&) override { return no_sets("add capped client"); }
+    Status remove_capped(const CappedClient&) override { return no_sets("remove capped client"); }
+    // No set of ours can exist with this backend: nothing to read or flush.
+    Result<std::vector<CappedClient>> read_capped() override { return std::vector<CappedClient>{}; }
+    Status flush_capped() override { return {}; }
     Result<bool> ensure_conntrack_accounting() override {
         return enable_conntrack_accounting(source_.options().conntrack_acct_path);
     }
     uint64_t commits() const override { return engine_.commits(); }
 
 private:
+    static Error no_sets(const std::string& operation) {
+        return make_error(operation, "ipset", ENOTSUP,
+                          "the iptables backend has no capped-client sets yet: use firewall = \"nftables\"");
+    }
+
     IptcSource source_;
     MangleEngine engine_;
 };
@@ -167,6 +181,54 @@ private:
 }  // namespace
 
 }  // namespace mangle
+
+namespace mangle {
+namespace {
+
+// Whether one legacy table holds a rule that is not flowshaper's chain or its jump.
+Result<bool> table_has_foreign_rules(const IptcApi& api, const std::string& table) {
+    Handle handle(api.init(table.c_str()), api.free);
+    if (!handle) {
+        int err = errno;
+        return make_error("read table", table, err, explain(err, api.strerror(err)));
+    }
+    // The chain iterators of both flavours have the same shape; reach them through rules().
+    for (const char* chain : {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}) {
+        if (!api.is_chain(chain, handle.get())) continue;
+        for (const void* e = api.first_rule(chain, handle.get()); e; e = api.next_rule(e, handle.get())) {
+            const char* target = api.get_target(e, handle.get());
+            if (!target || std::string(target) != kMangleChain) return true;
+        }
+    }
+    return false;
+}
+
+// The legacy tables instantiated in the calling thread's namespace (none: legacy is unused).
+std::vector<std::string> legacy_tables(const std::string& names_file) {
+    std::vector<std::string> out;
+    std::ifstream in(names_file);
+    for (std::string name; std::getline(in, name);)
+        if (!name.empty()) out.push_back(name);
+    return out;
+}
+
+}  // namespace
+}  // namespace mangle
+
+Result<bool> legacy_iptables_in_use() {
+    using namespace mangle;
+    const std::pair<const char*, const IptcApi*> families[] = {
+        {"/proc/thread-self/net/ip_tables_names", &ip4tc_api()},
+        {"/proc/thread-self/net/ip6_tables_names", &ip6tc_api()}};
+    for (const auto& [file, api] : families) {
+        for (const std::string& table : legacy_tables(file)) {
+            auto foreign = table_has_foreign_rules(*api, table);
+            if (!foreign) return foreign.error();
+            if (*foreign) return true;
+        }
+    }
+    return false;
+}
 
 std::unique_ptr<ManglePort> make_iptc_mangle_port(IptcOptions options) {
     if (options.max_attempts < 1) options.max_attempts = 1;

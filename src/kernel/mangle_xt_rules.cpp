@@ -1,5 +1,7 @@
 #include "mangle_xt_rules.hpp"
 
+#include "flowshaper/kernel/mangle_iptc_port.hpp"
+
 #include <linux/netfilter/x_tables.h>
 #include <linux/netfilter/xt_CONNMARK.h>
 #include <linux/netfilter/xt_DSCP.h>
@@ -303,33 +305,6 @@ void set_source_v4(Bytes& entry, uint32_t address_network_order, uint32_t mask_n
 }  // namespace flowshaper::kernel::mangle
 
 namespace flowshaper::kernel {
-
-Status validate(const MangleSpec& spec) {
-    auto bad = [](const std::string& what) { return make_error("check mangle rules", "", EINVAL, what); };
-    if (spec.mark_mask == 0) return bad("mark_mask is 0: flowshaper needs at least one mark bit");
-    for (size_t i = 0; i < spec.dscp_rules.size(); ++i) {
-        const auto& r = spec.dscp_rules[i];
-        const std::string which = "DSCP rule " + std::to_string(i + 1) + ": ";
-        if (r.dscp > XT_DSCP_MAX) return bad(which + "DSCP " + std::to_string(r.dscp) + " is above 63");
-        if (r.comment.size() >= XT_MAX_COMMENT_LEN) return bad(which + "comment longer than 255 bytes");
-        if (r.comment.find('\0') != std::string::npos) return bad(which + "comment contains a NUL byte");
-        if (r.ctmark_mask == 0 || (r.ctmark_mask & ~spec.mark_mask) != 0)
-            return bad(which + "ctmark mask is empty or outside mark_mask");
-        if ((r.ctmark_value & ~r.ctmark_mask) != 0)
-            return bad(which + "ctmark value has bits outside its mask (it could never match)");
-        if (spec.candidate && (r.ctmark_mask & spec.candidate->bit) != 0)
-            return bad(which + "ctmark mask overlaps the candidate bit");
-    }
-    if (const auto& c = spec.candidate) {
-        if (c->bit == 0 || (c->bit & (c->bit - 1)) != 0)
-            return bad("the candidate flag must be exactly one bit");
-        if ((c->bit & spec.mark_mask) != 0)
-            return bad("the candidate bit lies inside mark_mask (it would be restored into the fwmark)");
-        if (c->min_bytes == 0)
-            return bad("the candidate threshold is 0 bytes: every connection would qualify");
-    }
-    return {};
-}
 
 std::vector<std::string> render_save_lines(const MangleSpec& spec) {
     std::vector<std::string> lines{std::string(":") + kMangleChain + " - [0:0]",

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <thread>
 
-#include "flowshaper/kernel/mangle_port.hpp"
+#include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "netns.hpp"
 
 using namespace flowshaper::testing;

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 
-#include "flowshaper/kernel/mangle_port.hpp"
+#include "flowshaper/kernel/mangle_fake_port.hpp"
 
 using flowshaper::kernel::FakeManglePort;
 using flowshaper::kernel::MangleSpec;

@@ -21,6 +21,8 @@ enum class Classifier { Auto, Fw, U32 };
 enum class OnExit { Flush, Keep };
 enum class LeafQdisc { Auto, FqCodel, Sfq, Pfifo, Bfifo };
 enum class Protocol { Any, Tcp, Udp };
+// Which firewall API writes the mangle rules: auto probes (nftables unless legacy iptables is in use).
+enum class Firewall { Auto, Nftables, Iptables };
 
 struct Settings {
     uint64_t poll_interval_ms = 1000;
@@ -28,6 +30,7 @@ struct Settings {
     Classifier classifier = Classifier::Auto;
     OnExit on_exit = OnExit::Flush;
     LeafQdisc leaf_qdisc = LeafQdisc::Auto;
+    Firewall firewall = Firewall::Auto;
     uint64_t leaf_queue_ms = 100;  // a bfifo leaf holds this long at its class's ceil
     std::string status_socket = "/run/flowshaper.sock";
     SourceLoc loc;
