@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "conntrack_parse.hpp"
+#include "conntrack_replies.hpp"
 #include "flowshaper/kernel/conntrack_port.hpp"
 
 namespace flowshaper::kernel {
@@ -34,54 +35,20 @@ constexpr size_t kRecvBufBytes = 64 * 1024;
 // Bounds one drain_events() call, so a flood cannot starve the caller's event loop.
 constexpr int kMaxEventReads = 4096;
 
+using detail::read_netlink_once;
+using detail::read_netlink_replies;
+
+// libnetfilter_conntrack and libnfnetlink fail with -1 (or NULL) and errno: the errno is read
+// right after the call, before anything else can change it.
 Error errno_error(const char* operation, const std::string& object, int err) {
-    return make_error(operation, object, err, std::strerror(err));
+    return detail::conntrack_error(operation, object, err);
 }
 
 Result<HandlePtr> open_handle(unsigned groups, const char* what) {
+    errno = 0;
     HandlePtr h(nfct_open(CONNTRACK, groups));
     if (!h) return errno_error("open conntrack netlink socket", what, errno);
     return h;
-}
-
-// One read; returns the byte count, 0 for "nothing waiting" (non-blocking), or a negative errno.
-ssize_t read_once(int fd, std::vector<uint8_t>& buf, int flags) {
-    for (;;) {
-        iovec iov{buf.data(), buf.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        ssize_t n = recvmsg(fd, &msg, flags);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
-        if (msg.msg_flags & MSG_TRUNC) return -EMSGSIZE;
-        return n;
-    }
-}
-
-// Reads replies until the request is answered: NLMSG_DONE ends a dump, an NLMSG_ERROR with
-// error 0 is an ACK. Every conntrack message on the way goes to `on_message`.
-template <typename OnMessage>
-Status read_replies(int fd, std::vector<uint8_t>& buf, const char* operation, const std::string& object,
-                    OnMessage&& on_message) {
-    for (;;) {
-        ssize_t n = read_once(fd, buf, 0);
-        if (n < 0) return errno_error(operation, object, static_cast<int>(-n));
-        if (n == 0) return errno_error(operation, object, ECONNRESET);
-        size_t left = static_cast<size_t>(n);
-        for (auto* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(nlh, left);
-             nlh = NLMSG_NEXT(nlh, left)) {
-            if (nlh->nlmsg_type == NLMSG_DONE) return {};
-            if (nlh->nlmsg_type == NLMSG_ERROR) {
-                int err = 0;
-                if (nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr)))
-                    err = -static_cast<const nlmsgerr*>(NLMSG_DATA(nlh))->error;
-                if (err == 0) return {};
-                return errno_error(operation, object, err);
-            }
-            on_message(nlh);
-        }
-    }
 }
 
 bool has_ports(uint8_t l4proto) {
@@ -165,9 +132,10 @@ Status NfctConntrackPort::send_dump_request(const DumpFilter& filter) {
 Status NfctConntrackPort::dump(const DumpFilter& filter, const FlowSink& sink) {
     if (Status s = send_dump_request(filter); !s) return s;
     FlowSample flow;
-    Status s = read_replies(nfct_fd(dump_.get()), buf_, "dump conntrack", "table", [&](const nlmsghdr* nlh) {
-        if (parse_conntrack_message(nlh, flow)) sink(flow);
-    });
+    Status s =
+        read_netlink_replies(nfct_fd(dump_.get()), buf_, "dump conntrack", "table", [&](const nlmsghdr* nlh) {
+            if (parse_conntrack_message(nlh, flow)) sink(flow);
+        });
     if (!s) {
         // The rest of the interrupted dump may still be queued: start over on a fresh socket.
         auto fresh = open_handle(0, "dump");
@@ -200,7 +168,7 @@ Status NfctConntrackPort::set_mark(const FlowSample& flow, uint32_t value, uint3
     kernel.nl_family = AF_NETLINK;
     if (sendto(fd, req, nlh->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
         return errno_error("set ctmark", object, errno);
-    return read_replies(fd, buf_, "set ctmark", object, [](const nlmsghdr*) {});
+    return read_netlink_replies(fd, buf_, "set ctmark", object, [](const nlmsghdr*) {});
 }
 
 Result<bool> NfctConntrackPort::drain_events(const EventSink& sink) {
@@ -209,7 +177,7 @@ Result<bool> NfctConntrackPort::drain_events(const EventSink& sink) {
     bool lost = false;
     FlowEvent event;
     for (int reads = 0; reads < kMaxEventReads; ++reads) {
-        ssize_t n = read_once(fd, buf_, MSG_DONTWAIT);
+        ssize_t n = read_netlink_once(fd, buf_, MSG_DONTWAIT);
         if (n == -ENOBUFS) {
             lost = true;  // the kernel dropped events; the socket keeps working
             continue;

@@ -6,17 +6,29 @@
 #include <memory>
 
 #include "flowshaper/kernel/link_port.hpp"
+#include "nl_socket.hpp"
 
 namespace flowshaper::kernel {
 
 namespace {
 
-struct SockFree {
-    void operator()(nl_sock* s) const { nl_socket_free(s); }
-};
-struct CacheFree {
-    void operator()(nl_cache* c) const { nl_cache_free(c); }
-};
+using detail::CachePtr;
+using detail::NlSocket;
+
+// Fills a libnl cache on a fresh socket of the calling thread's namespace; errors carry the
+// kernel's errno (or libnl's, mapped) and its hint.
+template <typename Alloc>
+Result<CachePtr> fill_cache(const char* operation, Alloc alloc) {
+    auto sock = NlSocket::open();
+    if (!sock) return make_error(operation, "", sock.error().code, sock.error().text());
+    nl_cache* raw = nullptr;
+    (*sock)->reset_errno();
+    if (int err = alloc((*sock)->get(), &raw); err < 0) {
+        int e = (*sock)->errno_for(err);
+        return make_error(operation, "", e, detail::errno_detail(e, detail::ObjectKind::Device, false));
+    }
+    return CachePtr(raw);
+}
 
 }  // namespace
 
@@ -43,16 +55,12 @@ void FakeLinkPort::remove(const std::string& name) {
 }
 
 Result<std::vector<LinkInfo>> NetlinkLinkPort::links() {
-    std::unique_ptr<nl_sock, SockFree> sock(nl_socket_alloc());
-    if (!sock) return make_error("list links", "", ENOMEM, "out of memory");
-    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
-        return make_error("list links", "", -err, nl_geterror(err));
-    nl_cache* raw = nullptr;
-    if (int err = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); err < 0)
-        return make_error("list links", "", -err, nl_geterror(err));
-    std::unique_ptr<nl_cache, CacheFree> cache(raw);
+    auto cache = fill_cache("list links", [](nl_sock* sock, nl_cache** raw) {
+        return rtnl_link_alloc_cache(sock, AF_UNSPEC, raw);
+    });
+    if (!cache) return cache.error();
     std::vector<LinkInfo> out;
-    for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+    for (nl_object* o = nl_cache_get_first(cache->get()); o; o = nl_cache_get_next(o)) {
         auto* link = reinterpret_cast<rtnl_link*>(o);
         if (const char* name = rtnl_link_get_name(link)) out.push_back({name, rtnl_link_get_ifindex(link)});
     }
@@ -60,16 +68,10 @@ Result<std::vector<LinkInfo>> NetlinkLinkPort::links() {
 }
 
 Result<std::vector<net::Address>> NetlinkLinkPort::local_addresses() {
-    std::unique_ptr<nl_sock, SockFree> sock(nl_socket_alloc());
-    if (!sock) return make_error("list addresses", "", ENOMEM, "out of memory");
-    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
-        return make_error("list addresses", "", -err, nl_geterror(err));
-    nl_cache* raw = nullptr;
-    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
-        return make_error("list addresses", "", -err, nl_geterror(err));
-    std::unique_ptr<nl_cache, CacheFree> cache(raw);
+    auto cache = fill_cache("list addresses", &rtnl_addr_alloc_cache);
+    if (!cache) return cache.error();
     std::vector<net::Address> out;
-    for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+    for (nl_object* o = nl_cache_get_first(cache->get()); o; o = nl_cache_get_next(o)) {
         nl_addr* local = rtnl_addr_get_local(reinterpret_cast<rtnl_addr*>(o));
         if (!local) continue;
         net::Address a;

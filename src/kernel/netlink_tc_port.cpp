@@ -21,7 +21,7 @@ Result<int> resolve_ifindex(NlSocket& sock, const std::string& device) {
     sock.reset_errno();
     int err = rtnl_link_get_kernel(sock.get(), 0, device.c_str(), &raw);
     if (err < 0) {
-        int e = sock.last_errno() ? sock.last_errno() : nle_to_errno(err);
+        int e = sock.errno_for(err);
         if (e == ENODEV || e == ENOENT) return make_error("find device", device, ENODEV, "no such device");
         return kernel_error("find device", device, e, ObjectKind::Device, false);
     }

@@ -120,7 +120,7 @@ Status send(const Target& t, ClsPtr cls, Change::Op op, const std::string& what,
                   ? rtnl_cls_build_delete_request(cls.get(), 0, &raw)
                   : rtnl_cls_build_add_request(cls.get(), op == Change::Op::Add ? NLM_F_CREATE : 0, &raw);
     MsgPtr msg(raw);
-    if (err < 0) return make_error(what, object, nle_to_errno(err), nl_geterror(err));
+    if (err < 0) return libnl_error(what, object, err, kind, op == Change::Op::Remove);
     if (int e = t.sock.send_sync(std::move(msg)); e != 0)
         return kernel_error(what, object, e, kind, op == Change::Op::Remove);
     return {};
@@ -134,7 +134,7 @@ Status fill_node(rtnl_cls* cls, uint32_t handle, const tc::U32Filter& f, const s
     if (f.role == Role::Match) rtnl_u32_set_cls_terminal(cls);  // what `tc ... flowid` sets
     for (const auto& k : f.keys) {
         if (int err = rtnl_u32_add_key(cls, htonl(k.value), htonl(k.mask), k.offset, 0); err < 0)
-            return make_error(what, object, nle_to_errno(err), nl_geterror(err));
+            return libnl_error(what, object, err, ObjectKind::U32);
     }
     if (f.role == Role::Link) {
         rtnl_u32_set_link(cls, f.link_table);

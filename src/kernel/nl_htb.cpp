@@ -38,10 +38,9 @@ std::string verb(Change::Op op, const std::string& what) {
 
 Result<CachePtr> qdisc_cache(const Target& t) {
     nl_cache* raw = nullptr;
-    if (int err = rtnl_qdisc_alloc_cache(t.sock.get(), &raw); err < 0) {
-        int e = t.sock.last_errno() ? t.sock.last_errno() : nle_to_errno(err);
-        return kernel_error("read qdiscs", t.device, e, ObjectKind::RootQdisc, false);
-    }
+    t.sock.reset_errno();
+    if (int err = rtnl_qdisc_alloc_cache(t.sock.get(), &raw); err < 0)
+        return kernel_error("read qdiscs", t.device, t.sock.errno_for(err), ObjectKind::RootQdisc, false);
     return CachePtr(raw);
 }
 
@@ -49,7 +48,7 @@ Result<CachePtr> qdisc_cache(const Target& t) {
 Status send(const Target& t, int build_err, nl_msg* raw, const std::string& op, const std::string& object,
             ObjectKind kind, bool removing) {
     MsgPtr msg(raw);
-    if (build_err < 0) return make_error(op, object, nle_to_errno(build_err), nl_geterror(build_err));
+    if (build_err < 0) return libnl_error(op, object, build_err, kind, removing);
     if (int err = t.sock.send_sync(std::move(msg)); err != 0)
         return kernel_error(op, object, err, kind, removing);
     return {};
@@ -101,10 +100,9 @@ Result<tc::RootInfo> read_qdiscs(const Target& t, std::optional<tc::HtbQdisc>& o
 
 Status read_classes(const Target& t, tc::DeviceState& state, std::vector<tc::ClassStats>& stats) {
     nl_cache* raw = nullptr;
-    if (int err = rtnl_class_alloc_cache(t.sock.get(), t.ifindex, &raw); err < 0) {
-        int e = t.sock.last_errno() ? t.sock.last_errno() : nle_to_errno(err);
-        return kernel_error("read classes", t.device, e, ObjectKind::Class, false);
-    }
+    t.sock.reset_errno();
+    if (int err = rtnl_class_alloc_cache(t.sock.get(), t.ifindex, &raw); err < 0)
+        return kernel_error("read classes", t.device, t.sock.errno_for(err), ObjectKind::Class, false);
     CachePtr cache(raw);
     for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
         auto* c = reinterpret_cast<rtnl_class*>(o);
@@ -152,7 +150,7 @@ Status apply_root(const Target& t, Change::Op op, const tc::HtbQdisc& q) {
         err = rtnl_qdisc_build_delete_request(qdisc.get(), &msg);
     } else {
         if ((err = rtnl_tc_set_kind(as_tc(qdisc.get()), "htb")) < 0)
-            return make_error(what, object, nle_to_errno(err), nl_geterror(err));
+            return libnl_error(what, object, err, ObjectKind::RootQdisc);
         rtnl_htb_set_defcls(qdisc.get(), tc::minor_of(q.default_class));
         rtnl_htb_set_rate2quantum(qdisc.get(), q.r2q);
         // CREATE|REPLACE: takes the place of the kernel's default root (the caller checked it may).
@@ -179,7 +177,7 @@ Status apply_class(const Target& t, Change::Op op, const tc::HtbClass& c) {
         return make_error(what, object, EINVAL, "an htb class needs a non-zero rate");
     // libnl asserts: the kind comes before any htb setter, and every class has a rate.
     if ((err = rtnl_tc_set_kind(as_tc(cls.get()), "htb")) < 0)
-        return make_error(what, object, nle_to_errno(err), nl_geterror(err));
+        return libnl_error(what, object, err, ObjectKind::Class);
     rtnl_htb_set_rate64(cls.get(), c.rate_bytes_per_s);
     rtnl_htb_set_ceil64(cls.get(), c.ceil_bytes_per_s ? c.ceil_bytes_per_s : c.rate_bytes_per_s);
     if (c.burst_bytes) rtnl_htb_set_rbuffer(cls.get(), c.burst_bytes);
@@ -220,7 +218,7 @@ Status apply_leaf(const Target& t, Change::Op op, const tc::LeafQdisc& l, bool h
         return send(t, err, msg, what, object, ObjectKind::Leaf, true);
     }
     if ((err = rtnl_tc_set_kind(as_tc(qdisc.get()), l.kind.c_str())) < 0)
-        return make_error(what, object, nle_to_errno(err), nl_geterror(err));
+        return libnl_error(what, object, err, ObjectKind::Leaf);
     int limit = static_cast<int>(l.kind == "bfifo" ? l.limit_bytes : l.limit_packets);
     if (l.kind == "pfifo" || l.kind == "bfifo")
         rtnl_qdisc_fifo_set_limit(qdisc.get(),

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 namespace flowshaper::kernel::detail {
 
@@ -54,79 +55,74 @@ std::string errno_detail(int err, ObjectKind kind, bool removing) {
     return text;
 }
 
+namespace {
+
+struct NleErrno {
+    int nle;
+    int err;
+};
+
+// Every code of libnl 3.7's netlink/errno.h, in order. Where libnl turns an errno into its own code
+// (nl_syserr2nlerr), the errno is the one it came from; the rest say what the libnl text says.
+constexpr NleErrno kNleErrno[] = {
+    {NLE_SUCCESS, 0},
+    {NLE_FAILURE, EIO},  // "Unspecific failure"
+    {NLE_INTR, EINTR},
+    {NLE_BAD_SOCK, EBADF},
+    {NLE_AGAIN, EAGAIN},
+    {NLE_NOMEM, ENOMEM},  // also ENOBUFS: a netlink socket buffer overrun
+    {NLE_EXIST, EEXIST},
+    {NLE_INVAL, EINVAL},
+    {NLE_RANGE, ERANGE},
+    {NLE_MSGSIZE, EMSGSIZE},
+    {NLE_OPNOTSUPP, EOPNOTSUPP},
+    {NLE_AF_NOSUPPORT, EAFNOSUPPORT},
+    {NLE_OBJ_NOTFOUND, ENOENT},
+    {NLE_NOATTR, ENODATA},            // "Attribute not available"
+    {NLE_MISSING_ATTR, EINVAL},       // "Missing attribute": an incomplete request
+    {NLE_AF_MISMATCH, EAFNOSUPPORT},  // "Address family mismatch"
+    {NLE_SEQ_MISMATCH, EPROTO},       // "Message sequence number mismatch"
+    {NLE_MSG_OVERFLOW, ENOBUFS},      // "Kernel reported message overflow"
+    {NLE_MSG_TRUNC, EMSGSIZE},        // "Kernel reported truncated message"
+    {NLE_NOADDR, EADDRNOTAVAIL},
+    {NLE_SRCRT_NOSUPPORT, EOPNOTSUPP},    // "Source based routing not supported"
+    {NLE_MSG_TOOSHORT, EBADMSG},          // "Netlink message is too short"
+    {NLE_MSGTYPE_NOSUPPORT, EOPNOTSUPP},  // "Netlink message type is not supported"
+    {NLE_OBJ_MISMATCH, EINVAL},           // "Object type does not match cache"
+    {NLE_NOCACHE, ENOENT},                // "Unknown or invalid cache type"
+    {NLE_BUSY, EBUSY},
+    {NLE_PROTO_MISMATCH, EPROTONOSUPPORT},
+    {NLE_NOACCESS, EACCES},
+    {NLE_PERM, EPERM},
+    {NLE_PKTLOC_FILE, ENOENT},  // "Unable to open packet location file"
+    {NLE_PARSE_ERR, EBADMSG},   // "Unable to parse object"
+    {NLE_NODEV, ENODEV},
+    {NLE_IMMUTABLE, EINVAL},  // "Immutable attribute": not a permission problem
+    {NLE_DUMP_INTR, EINTR},   // "Dump inconsistency detected, interrupted": retry
+    {NLE_ATTRSIZE, ERANGE},   // "Attribute max length exceeded"
+};
+
+constexpr bool in_order() {
+    for (size_t i = 0; i < std::size(kNleErrno); ++i)
+        if (kNleErrno[i].nle != static_cast<int>(i)) return false;
+    return true;
+}
+static_assert(std::size(kNleErrno) == NLE_MAX + 1, "a libnl error code without an errno: extend kNleErrno");
+static_assert(in_order(), "kNleErrno is indexed by the NLE_* code");
+
+}  // namespace
+
 int nle_to_errno(int nle) {
-    switch (nle < 0 ? -nle : nle) {
-        case NLE_SUCCESS:
-            return 0;
-        case NLE_INTR:
-            return EINTR;
-        case NLE_BAD_SOCK:
-            return EBADF;
-        case NLE_AGAIN:
-            return EAGAIN;
-        case NLE_NOMEM:
-            return ENOMEM;
-        case NLE_EXIST:
-            return EEXIST;
-        case NLE_INVAL:
-            return EINVAL;
-        case NLE_RANGE:
-            return ERANGE;
-        case NLE_MSGSIZE:
-            return EMSGSIZE;
-        case NLE_OPNOTSUPP:
-            return EOPNOTSUPP;
-        case NLE_AF_NOSUPPORT:
-            return EAFNOSUPPORT;
-        case NLE_OBJ_NOTFOUND:
-            return ENOENT;
-        case NLE_NOATTR:
-            return ENOENT;
-        case NLE_MISSING_ATTR:
-            return EINVAL;
-        case NLE_AF_MISMATCH:
-            return EAFNOSUPPORT;
-        case NLE_SEQ_MISMATCH:
-            return EPROTO;
-        case NLE_MSG_OVERFLOW:
-            return EOVERFLOW;
-        case NLE_MSG_TRUNC:
-            return EMSGSIZE;
-        case NLE_NOADDR:
-            return EADDRNOTAVAIL;
-        case NLE_SRCRT_NOSUPPORT:
-            return EOPNOTSUPP;
-        case NLE_MSG_TOOSHORT:
-            return EPROTO;
-        case NLE_MSGTYPE_NOSUPPORT:
-            return EOPNOTSUPP;
-        case NLE_OBJ_MISMATCH:
-            return EINVAL;
-        case NLE_NOCACHE:
-            return ENOENT;
-        case NLE_BUSY:
-            return EBUSY;
-        case NLE_PROTO_MISMATCH:
-            return EPROTONOSUPPORT;
-        case NLE_NOACCESS:
-            return EACCES;
-        case NLE_PERM:
-            return EPERM;
-        case NLE_PKTLOC_FILE:
-            return ENOENT;
-        case NLE_PARSE_ERR:
-            return EPROTO;
-        case NLE_NODEV:
-            return ENODEV;
-        case NLE_IMMUTABLE:
-            return EPERM;
-        case NLE_DUMP_INTR:
-            return EINTR;
-        case NLE_ATTRSIZE:
-            return ERANGE;
-        default:
-            return EIO;
-    }
+    int code = nle < 0 ? -nle : nle;
+    if (code > NLE_MAX) return EIO;
+    return kNleErrno[code].err;
+}
+
+Error libnl_error(std::string operation, std::string object, int nle, ObjectKind kind, bool removing) {
+    int err = nle_to_errno(nle);
+    std::string detail = errno_detail(err, kind, removing);
+    detail += std::string(" [libnl: ") + nl_geterror(nle < 0 ? -nle : nle) + "]";
+    return make_error(std::move(operation), std::move(object), err, std::move(detail));
 }
 
 Error kernel_error(std::string operation, std::string object, int err, ObjectKind kind, bool removing) {
@@ -137,16 +133,14 @@ Result<std::unique_ptr<NlSocket>> NlSocket::open() {
     SockPtr sock(nl_socket_alloc());
     if (!sock) return make_error("open netlink socket", "NETLINK_ROUTE", ENOMEM, std::strerror(ENOMEM));
     if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
-        return make_error("open netlink socket", "NETLINK_ROUTE", nle_to_errno(err), nl_geterror(err));
+        return libnl_error("open netlink socket", "NETLINK_ROUTE", err);
     if (int err = nl_socket_set_buffer_size(sock.get(), kSocketBufferBytes, kSocketBufferBytes); err < 0)
-        return make_error("size netlink socket buffers", "NETLINK_ROUTE", nle_to_errno(err),
-                          nl_geterror(err));
+        return libnl_error("size netlink socket buffers", "NETLINK_ROUTE", err);
     // No MSG_PEEK round trip per message: a receive buffer large enough for the kernel's
     // biggest dump batch (it fills at most what the reader offers, 32 KiB) instead.
     nl_socket_disable_msg_peek(sock.get());
     if (int err = nl_socket_set_msg_buf_size(sock.get(), kMessageBufferBytes); err < 0)
-        return make_error("size netlink message buffer", "NETLINK_ROUTE", nle_to_errno(err),
-                          nl_geterror(err));
+        return libnl_error("size netlink message buffer", "NETLINK_ROUTE", err);
     std::unique_ptr<NlSocket> self(new NlSocket(std::move(sock)));
     // Every request of this socket keeps the kernel's errno (libnl only returns its own codes).
     nl_socket_modify_err_cb(self->get(), NL_CB_CUSTOM, &NlSocket::on_error, self.get());
@@ -162,7 +156,7 @@ int NlSocket::send_sync(MsgPtr msg) {
     last_errno_ = 0;
     int err = nl_send_sync(sock_.get(), msg.release());
     if (err >= 0) return 0;
-    return last_errno_ != 0 ? last_errno_ : nle_to_errno(err);
+    return errno_for(err);
 }
 
 namespace {
@@ -196,7 +190,7 @@ int NlSocket::dump_tc(int rtm_type, int ifindex, uint32_t parent,
     nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_dump_message, &context);
     int err = nl_recvmsgs(sock_.get(), cb.get());
     if (err >= 0) return 0;
-    return last_errno_ != 0 ? last_errno_ : nle_to_errno(err);
+    return errno_for(err);
 }
 
 }  // namespace flowshaper::kernel::detail

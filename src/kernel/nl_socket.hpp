@@ -41,8 +41,16 @@ enum class ObjectKind { Device, RootQdisc, Class, Leaf, U32, Fw };
 // "Device or resource busy (still referenced by a filter or child class)"
 std::string errno_detail(int err, ObjectKind kind, bool removing);
 
-// An errno for a libnl error code that did not come from the kernel's ACK.
+// The errno for a libnl error code (NLE_*, negative as libnl returns it, or positive): the one
+// mapping of every code of libnl 3.7's netlink/errno.h (unknown codes: EIO). Only NLE_PERM and
+// NLE_NOACCESS become EPERM / EACCES. Never store -nle where an errno is expected: NLE_PERM is 28,
+// which as an errno reads ENOSPC.
 int nle_to_errno(int nle);
+
+// Error for a libnl call that failed with `nle`: Error::code is nle_to_errno(nle), the detail its
+// text with the hint for `kind` (EPERM: "needs CAP_NET_ADMIN") and libnl's own words.
+Error libnl_error(std::string operation, std::string object, int nle, ObjectKind kind = ObjectKind::Device,
+                  bool removing = false);
 
 // Error for a failed kernel request: keeps the errno in Error::code.
 Error kernel_error(std::string operation, std::string object, int err, ObjectKind kind, bool removing);
@@ -69,6 +77,9 @@ public:
 
     // The errno of the last error ACK (0 when the last failure was local to libnl).
     int last_errno() const { return last_errno_; }
+    // The errno of a failed libnl call on this socket that returned `nle`: the kernel's own errno
+    // when an error ACK arrived since reset_errno(), else nle_to_errno(nle).
+    int errno_for(int nle) const { return last_errno_ != 0 ? last_errno_ : nle_to_errno(nle); }
     void reset_errno() { last_errno_ = 0; }
 
 private:
