@@ -20,6 +20,8 @@ struct Draft {
     std::vector<Locs> detect_locs;
 };
 
+// "127.0.0.1:9469", "[::1]:9469" -> address and port; anything else (a name, no port) -> nullopt.
+std::optional<Settings::Listen> parse_listen(std::string_view text);
 void read_settings(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Settings& settings);
 void read_interfaces(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Draft& draft);
 void read_caps(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Draft& draft);

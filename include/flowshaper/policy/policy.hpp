@@ -32,7 +32,15 @@ struct Settings {
     LeafQdisc leaf_qdisc = LeafQdisc::Auto;
     Firewall firewall = Firewall::Auto;
     uint64_t leaf_queue_ms = 100;  // a bfifo leaf holds this long at its class's ceil
-    std::string status_socket = "/run/flowshaper.sock";
+    // Absent: the daemon serves /run/flowshaper/flowshaper.sock when /run/flowshaper exists.
+    std::optional<std::string> status_socket;
+    // The Prometheus endpoint (absent: none). A numeric address and a port.
+    struct Listen {
+        net::Address address;
+        uint16_t port = 0;
+    };
+    std::optional<Listen> metrics_listen;
+    std::optional<std::string> audit_log;  // absolute path of the JSON-lines audit trail
     SourceLoc loc;
 };
 
