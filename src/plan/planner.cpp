@@ -286,7 +286,7 @@ namespace {
 // and why it was chosen.
 using LeafChoice = std::pair<std::string, std::string>;  // kind, why
 
-Result<LeafChoice> resolve_leaf(const policy::Settings& settings, const kernel::TcFeatures& features) {
+Result<LeafChoice> resolve_leaf(const policy::Settings& settings, const tc::Features& features) {
     std::string queue = policy::format_duration(settings.leaf_queue_ms);
     std::string bfifo_why = "byte-sized fifo holding " + queue +
                             " at each class's ceil (leaf_queue), at least " +
@@ -320,7 +320,7 @@ Result<LeafChoice> resolve_leaf(const policy::Settings& settings, const kernel::
 
 }  // namespace
 
-Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatures& features) {
+Result<Resolved> resolve(const policy::Settings& settings, const tc::Features& features) {
     Resolved r;
     switch (settings.classifier) {
         case policy::Classifier::Fw:

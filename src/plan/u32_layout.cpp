@@ -113,6 +113,11 @@ std::optional<MatchIdentity> identity_of(const tc::U32Filter& filter) {
     return id;
 }
 
+std::string describe(const MatchIdentity& id) {
+    if (id.dscp < 0) return "client " + id.prefix.str();
+    return "heavy " + id.prefix.str() + " dscp " + std::to_string(id.dscp);
+}
+
 std::vector<tc::U32Filter> fixed_u32_nodes(const std::set<uint32_t>& tables_used) {
     using R = tc::U32Filter::Role;
     std::vector<tc::U32Filter> tables;

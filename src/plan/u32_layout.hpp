@@ -5,6 +5,7 @@
 #include <set>
 
 #include "flowshaper/common/net.hpp"
+#include "flowshaper/plan/u32_match.hpp"
 #include "flowshaper/tc/model.hpp"
 
 namespace flowshaper::plan {
@@ -14,14 +15,6 @@ struct MatchPlace {
     uint16_t protocol = 0;
     uint32_t table = 0;  // 0: the prio's root table (the short list of wide prefixes)
     uint32_t bucket = 0;
-};
-
-// The identity of a match node: the client prefix and, for heavy traffic, the DSCP it carries.
-struct MatchIdentity {
-    net::Prefix prefix;
-    int dscp = -1;  // -1: any
-
-    auto operator<=>(const MatchIdentity&) const = default;
 };
 
 // A hash table for a range of prefix lengths, hashed on one byte of the destination address.
@@ -40,9 +33,7 @@ const std::vector<HashGroup>& hash_groups();
 // Which table and bucket a prefix goes to; table 0 (the prio's root table, a short linear list)
 // only for prefixes shorter than every hash group (IPv4 below /8, IPv6 below /32).
 MatchPlace place_for(const net::Prefix& prefix);
-std::vector<tc::U32Key> keys_for(const MatchIdentity& id);
-// The inverse of keys_for; nullopt for keys flowshaper would not have written.
-std::optional<MatchIdentity> identity_of(const tc::U32Filter& filter);
+// keys_for and identity_of (the node's keys, both ways): flowshaper/plan/u32_match.hpp.
 
 // The fixed part of the layout: hash tables and the links into them (the tables that are always
 // there, and those in `tables_used`), tables first.

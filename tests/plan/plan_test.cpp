@@ -124,7 +124,7 @@ TEST_CASE("with the fw classifier a heavy client is classified by its mark") {
 TEST_CASE("asking for fw on a kernel without cls_fw is an error naming what is missing") {
     policy::Settings s;
     s.classifier = policy::Classifier::Fw;
-    kernel::TcFeatures none;
+    tc::Features none;
     none.source = "/proc/config.gz";
     auto r = plan::resolve(s, none);
     REQUIRE_FALSE(r);
@@ -134,7 +134,7 @@ TEST_CASE("asking for fw on a kernel without cls_fw is an error naming what is m
     REQUIRE(a);
     CHECK(a->classifier == plan::ClassifierKind::U32);
     CHECK(a->leaf_kind == "bfifo");  // neither fq_codel nor sfq: a byte-sized fifo
-    kernel::TcFeatures all{true, true, true, "test"};
+    tc::Features all{true, true, true, "test"};
     auto b = plan::resolve(s, all);
     REQUIRE(b);
     CHECK(b->classifier == plan::ClassifierKind::Fw);

@@ -114,3 +114,83 @@ TEST_CASE("identity_of reverses keys_for for every layout and rejects foreign ke
     odd.keys = {{0x50, 0xff, 8}};  // someone's TTL match
     CHECK_FALSE(plan::identity_of(odd));
 }
+
+namespace {
+
+// `text` with every bit beyond `length` cleared (the form a policy's prefix always has).
+net::Prefix masked(const char* text, int length) {
+    net::Prefix p{*net::Address::parse(text), static_cast<uint8_t>(length)};
+    for (int bit = length; bit < p.address.bit_width(); ++bit)
+        p.address.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    return p;
+}
+
+// The match node the planner writes for `id`: its prio, protocol, table and bucket from the layout,
+// its keys from keys_for.
+tc::U32Filter node_for(const plan::MatchIdentity& id) {
+    auto place = plan::place_for(id.prefix);
+    tc::U32Filter f;
+    f.role = tc::U32Filter::Role::Match;
+    f.prio = place.prio;
+    f.protocol = place.protocol;
+    f.handle = tc::u32_handle(place.table, place.bucket, plan::kFirstStaticNode);
+    f.keys = plan::keys_for(id);
+    return f;
+}
+
+}  // namespace
+
+TEST_CASE("every prefix length of IPv4 and IPv6 comes back from its u32 node, with and without a DSCP") {
+    struct Family {
+        const char* addresses[3];
+        int bits;
+    };
+    int checked = 0;
+    for (const auto& fam :
+         {Family{{"255.255.255.255", "203.0.113.7", "10.128.1.3"}, 32},
+          Family{{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:7:42:1:2:3:4", "fd00:8000::1"},
+                 128}}) {
+        for (const char* text : fam.addresses) {
+            for (int length = 0; length <= fam.bits; ++length) {
+                for (int dscp : {-1, 0, 10, 46, 63}) {
+                    plan::MatchIdentity id{masked(text, length), dscp};
+                    INFO(id.prefix.str() << " dscp " << dscp);
+                    auto f = node_for(id);
+                    auto back = plan::identity_of(f);
+                    REQUIRE(back);
+                    CHECK(*back == id);
+                    // The decoded prefix belongs in the table and bucket the node sits in.
+                    auto place = plan::place_for(back->prefix);
+                    CHECK(tc::u32_table_of(f.handle) == place.table);
+                    CHECK(tc::u32_bucket_of(f.handle) == place.bucket);
+                    ++checked;
+                }
+            }
+        }
+    }
+    CHECK(checked == 3 * 33 * 5 + 3 * 129 * 5);
+}
+
+TEST_CASE("identity_of refuses nodes that keys_for would not have written") {
+    plan::MatchIdentity id{prefix("2001:db8:7::/64"), 8};
+    auto good = node_for(id);
+    REQUIRE(plan::identity_of(good));
+    auto link = good;
+    link.role = tc::U32Filter::Role::Link;
+    CHECK_FALSE(plan::identity_of(link));
+    auto arp = good;
+    arp.protocol = 0x0806;
+    CHECK_FALSE(plan::identity_of(arp));
+    auto holes = good;  // a /64 written without its first word: not contiguous
+    holes.keys.erase(holes.keys.begin() + 1);
+    CHECK_FALSE(plan::identity_of(holes));
+    auto odd_mask = good;  // 0xfff0ffff is no prefix mask
+    odd_mask.keys[1].mask = 0xfff0ffff;
+    CHECK_FALSE(plan::identity_of(odd_mask));
+    auto host_bits = node_for({prefix("198.51.100.0/24"), -1});  // 198.51.100.9 under a /24 mask
+    host_bits.keys[0].value |= 9;
+    CHECK_FALSE(plan::identity_of(host_bits));
+    auto dscp_mask = good;  // a TOS match with the ECN bits too
+    dscp_mask.keys[0].mask = 0x0ff00000;
+    CHECK_FALSE(plan::identity_of(dscp_mask));
+}

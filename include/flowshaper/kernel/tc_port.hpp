@@ -6,17 +6,13 @@
 #include <string>
 
 #include "flowshaper/common/result.hpp"
+#include "flowshaper/tc/features.hpp"
 #include "flowshaper/tc/model.hpp"
 
 namespace flowshaper::kernel {
 
-// Which optional tc kinds the running kernel has.
-struct TcFeatures {
-    bool cls_fw = false;
-    bool fq_codel = false;
-    bool sfq = false;
-    std::string source;  // how it was found out: "/proc/config.gz", "netlink probe", ...
-};
+// Which optional tc kinds the running kernel has (a value type plan may use: tc/features.hpp).
+using TcFeatures = tc::Features;
 
 class TcPort {
 public:

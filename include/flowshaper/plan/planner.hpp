@@ -8,8 +8,8 @@
 
 #include "flowshaper/common/net.hpp"
 #include "flowshaper/common/result.hpp"
-#include "flowshaper/kernel/tc_port.hpp"
 #include "flowshaper/policy/policy.hpp"
+#include "flowshaper/tc/features.hpp"
 #include "flowshaper/tc/model.hpp"
 
 namespace flowshaper::plan {
@@ -35,7 +35,7 @@ struct Resolved {
     std::vector<std::string> notes;   // why: "classifier auto -> u32: the kernel has no cls_fw"
 };
 
-Result<Resolved> resolve(const policy::Settings& settings, const kernel::TcFeatures& features);
+Result<Resolved> resolve(const policy::Settings& settings, const tc::Features& features);
 
 struct DevicePlan {
     tc::DeviceState desired;
