@@ -88,6 +88,7 @@ Result<Daemon::Layout> Daemon::make_layout(const policy::Policy& policy, std::ve
             "mark_mask has no bit to spare for the candidate flag: polls read the whole conntrack table";
     detect::Options dopts;
     dopts.poll_interval_ms = policy.settings.poll_interval_ms;
+    dopts.leaf_queue_ms = policy.settings.leaf_queue_ms;
     layout.detector = std::make_unique<detect::Detector>(policy.detects, local_list_, dopts);
     if (notes) {
         *notes = resolved->notes;
@@ -382,7 +383,7 @@ Status Daemon::poll(uint64_t now_ms) {
         samples.push_back(to_detect(f));
         samples.back().alive = false;
     }
-    for (auto* r : readers_) r->on_poll(now_ms, *flows, full, ended_);
+    for (auto* r : readers_) r->on_poll(now_ms, *flows, full, ended_, local_);
     ended_.clear();
     act(detector_->observe(now_ms, samples), now_ms);
     Status st;
@@ -445,8 +446,10 @@ Status Daemon::on_conntrack_events(uint64_t) {
 Result<size_t> Daemon::repair(const std::string& why, uint64_t now_ms) {
     auto before = counters_.kernel_changes;
     if (devices_.refresh(policy_)) tc_dirty_ = true;
+    auto commits = ports_.mangle.commits();
     Status result = ensure_mangle(policy_, marks_, prefilter_);
     if (!result) record_error("repair mangle rules: " + result.error().text());
+    counters_.kernel_changes += ports_.mangle.commits() - commits;  // a commit per family rewritten
     if (auto st = reconcile_tc(false); !st) {
         record_error("repair tc: " + st.error().text());
         result = st;

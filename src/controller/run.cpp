@@ -10,13 +10,18 @@
 #include <fstream>
 #include <sstream>
 
+#include "flowshaper/controller/audit_log.hpp"
+#include "flowshaper/controller/client_watch.hpp"
 #include "flowshaper/controller/control.hpp"
 #include "flowshaper/controller/daemon.hpp"
+#include "flowshaper/controller/drift_repair.hpp"
 #include "flowshaper/controller/event_loop.hpp"
 #include "flowshaper/controller/log.hpp"
+#include "flowshaper/controller/metrics_server.hpp"
 #include "flowshaper/controller/service_notify.hpp"
+#include "flowshaper/controller/status_server.hpp"
 #include "flowshaper/kernel/mangle_backend.hpp"
-#include "flowshaper/kernel/netlink_tc_port.hpp"
+#include "flowshaper/kernel/real_ports.hpp"
 #include "flowshaper/policy/loader.hpp"
 
 namespace flowshaper::controller {
@@ -74,8 +79,46 @@ struct Process {
     EventLoop loop;
     ServiceNotify notify;
     EventLoop::TimerId poll_timer = 0;
+    ClientWatch clients;
+    std::unique_ptr<AuditLog> audit;
+    std::unique_ptr<DriftRepair> drift;
+    std::unique_ptr<StatusServer> status;
+    std::unique_ptr<MetricsServer> metrics;
 
     uint64_t now() const { return loop.now_ms(); }
+
+    ControlHooks hooks() {
+        ControlHooks h;
+        h.snapshot = [this] { return daemon.snapshot(); };
+        h.reload = [this] { return reload(); };
+        h.watch_clients = [this](uint64_t for_ms) { clients.watch(now(), for_ms); };
+        return h;
+    }
+
+    void write_audit(const AuditEvent& event) {
+        if (!audit) return;
+        if (auto st = audit->write(event); !st)
+            log.error("audit trail {}: {}", audit->path(), st.error().text());
+    }
+
+    // The outside faces the policy asks for; a failure is a start-up error.
+    Status open_faces(const policy::Settings& settings, const std::shared_ptr<spdlog::logger>& shared_log) {
+        if (auto path = status_socket_path(settings)) {
+            StatusServerSettings ss;
+            ss.path = *path;
+            status = std::make_unique<StatusServer>(loop, hooks(), ss, shared_log);
+            if (auto st = status->open(); !st) return st;
+            log.info("status socket: {}", *path);
+        }
+        if (settings.metrics_listen) {
+            MetricsServerSettings ms;
+            ms.listen = *settings.metrics_listen;
+            metrics = std::make_unique<MetricsServer>(loop, hooks(), ms, shared_log);
+            if (auto st = metrics->open(); !st) return st;
+            log.info("metrics: http://{}/metrics", metrics->address());
+        }
+        return {};
+    }
 
     ReloadOutcome reload() {
         ReloadOutcome out;
@@ -107,6 +150,13 @@ struct Process {
         while (read(fd, &info, sizeof info) == sizeof info) {
             if (info.ssi_signo == SIGHUP) {
                 (void)reload();
+            } else if (info.ssi_signo == SIGUSR1) {
+                if (audit) {
+                    if (auto st = audit->reopen(); !st)
+                        log.error("audit trail {}: reopen: {}", audit->path(), st.error().text());
+                    else
+                        log.info("audit trail {} reopened", audit->path());
+                }
             } else {
                 log.info("{}: stopping", strsignal(static_cast<int>(info.ssi_signo)));
                 loop.stop();
@@ -117,6 +167,7 @@ struct Process {
 
     void on_poll() {
         if (auto st = daemon.poll(now()); !st) log.warn("poll: {}", st.error().text());
+        if (drift) drift->after_poll();
         notify.status(status_line(daemon));
     }
 };
@@ -157,41 +208,58 @@ int run_daemon(const std::string& policy_path, bool force) {
         return 1;
     }
 
-    auto tc = kernel::NetlinkTcPort::open();
-    if (!tc) {
-        log->error("{}", tc.error().text());
+    const auto settings = loaded.policy->settings;
+    auto choice = kernel::choose_backend(settings.firewall, kernel::probe_backends());
+    kernel::RealPortsOptions popts;
+    popts.firewall = settings.firewall;
+    auto ports = kernel::open_real_ports(popts);
+    if (!ports) {
+        log->error("{}", ports.error().text());
         return 1;
     }
-    const auto choice = kernel::choose_backend(loaded.policy->settings.firewall, kernel::probe_backends());
-    log->info("mangle: {} backend ({})", kernel::backend_name(choice.backend), choice.reason);
-    auto mangle = kernel::make_mangle_port(choice.backend);
-    if (!mangle) {
-        log->error("{}", mangle.error().text());
-        return 1;
-    }
-    auto conntrack = kernel::make_nfct_conntrack_port();
-    if (!conntrack) {
-        log->error("{}", conntrack.error().text());
-        return 1;
-    }
-    kernel::NetlinkLinkPort links;
+    log->info("firewall: {} ({})", ports->mangle->backend(), choice.reason);
     DaemonOptions options;
     options.force = force;
-    Daemon daemon(std::move(*loaded.policy), {**tc, **mangle, **conntrack, links}, log, options);
+    options.firewall = ports->mangle->backend() + ": " + choice.reason;
+    Process* process = nullptr;
+    options.audit = [&process](const AuditEvent& e) {
+        if (process) process->write_audit(e);
+    };
+    Daemon daemon(std::move(*loaded.policy), {*ports->tc, *ports->mangle, *ports->conntrack, *ports->links},
+                  log, options);
     daemon.set_policy_source(policy_path, file_checksum(policy_path), wall_ms());
     Process p{policy_path, *log, daemon, EventLoop(), ServiceNotify()};
-    if (auto st = watch(p, **conntrack, sig.get()); !st) {
+    process = &p;
+    daemon.add_reader(&p.clients);
+    if (settings.audit_log) {
+        p.audit = std::make_unique<AuditLog>(*settings.audit_log);
+        if (auto st = p.audit->open(); !st) {
+            log->error("audit trail {}: {}", *settings.audit_log, st.error().text());
+            return 1;
+        }
+    }
+    if (auto st = watch(p, *ports->conntrack, sig.get()); !st) {
         log->error("event loop setup: {}", st.error().text());
+        return 1;
+    }
+    // The faces open before the first kernel change: a socket of another running daemon or a
+    // metrics address in use stops this one before it touches anything.
+    if (auto st = p.open_faces(settings, log); !st) {
+        log->error("start: {}", st.error().text());
         return 1;
     }
     if (auto st = daemon.start(p.now()); !st) {
         log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
     }
+    p.drift = std::make_unique<DriftRepair>(p.loop, daemon, *ports->mangle, *log);
+    if (auto st = p.drift->open(); !st) log->error("drift repair off: {}", st.error().text());
     p.notify.ready(status_line(daemon));
     auto looped = p.loop.run([&](const Error& e) { log->error("event loop: {}", e.text()); });
     if (!looped) log->error("event loop gave up: {}; stopping", looped.error().text());
     p.notify.stopping();
+    p.status.reset();
+    p.metrics.reset();
     return daemon.stop() && looped ? 0 : 1;
 }
 

@@ -46,8 +46,10 @@ public:
     virtual ~FlowReader() = default;
     // Polls must read the whole table (not only the prefilter's candidates) while this is true.
     virtual bool wants_full_dump() const = 0;
+    // `local`: this host's addresses (the client of a connection is its other end).
     virtual void on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>& dump, bool full,
-                         const std::vector<kernel::FlowSample>& ended) = 0;
+                         const std::vector<kernel::FlowSample>& ended,
+                         const detect::LocalAddresses& local) = 0;
     // Rows for Snapshot::clients (empty when this reader has none).
     virtual std::vector<ClientSnapshot> clients(uint64_t) const { return {}; }
 };
