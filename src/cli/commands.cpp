@@ -7,10 +7,7 @@
 #include "flowshaper/controller/apply.hpp"
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/show.hpp"
-#include "flowshaper/kernel/conntrack_port.hpp"
-#include "flowshaper/kernel/link_port.hpp"
-#include "flowshaper/kernel/mangle_port.hpp"
-#include "flowshaper/kernel/netlink_tc_port.hpp"
+#include "flowshaper/kernel/real_ports.hpp"
 #include "flowshaper/plan/render.hpp"
 #include "flowshaper/policy/loader.hpp"
 
@@ -31,10 +28,14 @@ int fail(const Error& e) {
     return kExitFail;
 }
 
-Result<std::unique_ptr<kernel::NetlinkTcPort>> open_port() {
-    auto port = kernel::NetlinkTcPort::open();
-    if (!port) return port.error();
-    return std::move(*port);
+// The real ports, from the one factory the daemon uses too; the firewall and conntrack ports only
+// for the commands that change them (flush).
+Result<kernel::RealPorts> open_ports(bool firewall_and_conntrack = false) {
+    kernel::RealPortsOptions options;
+    options.mangle = firewall_and_conntrack;
+    options.conntrack = firewall_and_conntrack;
+    options.conntrack_events = false;  // only the daemon listens to events
+    return kernel::open_real_ports(options);
 }
 
 // The devices of the policy in `file`, or none (meaning: every device) when `file` is empty;
@@ -61,13 +62,13 @@ int cmd_check(const std::vector<std::string>& files) {
 int cmd_plan(const std::string& file, const std::string& format) {
     auto pol = load(file);
     if (!pol) return kExitFail;
-    auto port = open_port();
-    if (!port) return fail(port.error());
+    auto ports = open_ports();
+    if (!ports) return fail(ports.error());
     std::vector<std::string> notes;
-    auto plans = controller::plan_policy(*pol, **port, {}, &notes);
+    auto plans = controller::plan_policy(*pol, *ports->tc, {}, &notes);
     if (!plans && plans.error().code == ENODEV) {
         // Planning for another machine: no device to read, ids start fresh.
-        auto resolved = plan::resolve(pol->settings, (*port)->features());
+        auto resolved = plan::resolve(pol->settings, ports->tc->features());
         if (!resolved) return fail(resolved.error());
         notes = resolved->notes;
         notes.push_back("a device of the policy is not here: planned from scratch");
@@ -86,12 +87,12 @@ int cmd_plan(const std::string& file, const std::string& format) {
 int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
     auto pol = load(file);
     if (!pol) return kExitFail;
-    auto port = open_port();
-    if (!port) return fail(port.error());
+    auto ports = open_ports();
+    if (!ports) return fail(ports.error());
     controller::ApplyOptions opts;
     opts.force = force;
     opts.dry_run = dry_run;
-    auto report = controller::apply_policy(*pol, **port, opts);
+    auto report = controller::apply_policy(*pol, *ports->tc, opts);
     if (!report) return fail(report.error());
     if (verbose || dry_run)
         for (const auto& n : report->notes) std::cerr << "flowshaper: note: " << n << "\n";
@@ -110,13 +111,10 @@ int cmd_apply(const std::string& file, bool force, bool dry_run, bool verbose) {
 int cmd_flush(const std::string& file) {
     auto devices = policy_devices(file);
     if (!devices) return kExitFail;
-    auto port = open_port();
-    if (!port) return fail(port.error());
-    kernel::NetlinkLinkPort links;
-    auto mangle = kernel::make_iptc_mangle_port();
-    auto conntrack = kernel::make_nfct_conntrack_port({false});
-    if (!conntrack) return fail(conntrack.error());
-    auto report = controller::flush_all(**port, links, *mangle, **conntrack, *devices);
+    auto ports = open_ports(true);
+    if (!ports) return fail(ports.error());
+    auto report =
+        controller::flush_all(*ports->tc, *ports->links, *ports->mangle, *ports->conntrack, *devices);
     if (!report) return fail(report.error());
     if (report->devices.empty() && !report->mangle_removed && report->marks_cleared == 0)
         std::cout << "nothing of flowshaper's to remove\n";
@@ -131,10 +129,9 @@ int cmd_flush(const std::string& file) {
 int cmd_show(const std::string& file, bool json, uint64_t interval_ms) {
     auto devices = policy_devices(file);
     if (!devices) return kExitFail;
-    auto port = open_port();
-    if (!port) return fail(port.error());
-    kernel::NetlinkLinkPort links;
-    auto views = controller::collect_status(**port, links, *devices, interval_ms);
+    auto ports = open_ports();
+    if (!ports) return fail(ports.error());
+    auto views = controller::collect_status(*ports->tc, *ports->links, *devices, interval_ms);
     if (!views) return fail(views.error());
     if (json)
         std::cout << controller::status_json(*views).dump(2) << "\n";
