@@ -16,6 +16,7 @@
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/drift_repair.hpp"
 #include "flowshaper/controller/event_loop.hpp"
+#include "flowshaper/controller/instance_lock.hpp"
 #include "flowshaper/controller/log.hpp"
 #include "flowshaper/controller/metrics_server.hpp"
 #include "flowshaper/controller/service_notify.hpp"
@@ -208,6 +209,12 @@ int run_daemon(const std::string& policy_path, bool force) {
         return 1;
     }
 
+    // Before any kernel change: one daemon per network namespace.
+    auto lock = InstanceLock::acquire();
+    if (!lock) {
+        log->error("{}", lock.error().text());
+        return 1;
+    }
     const auto settings = loaded.policy->settings;
     auto choice = kernel::choose_backend(settings.firewall, kernel::probe_backends());
     kernel::RealPortsOptions popts;
