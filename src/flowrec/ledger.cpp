@@ -110,8 +110,9 @@ void Ledger::observe(const kernel::FlowSample& s, uint8_t dscp, std::vector<Flow
     e.tos = static_cast<uint8_t>(dscp << 2);
     e.last_seen_ms = now_ms_;
     e.seen_poll = poll_;
-    const uint64_t due =
-        options_.active_timeout_ms - std::min(options_.active_timeout_ms / 2, options_.poll_interval_ms / 2);
+    // A poll a little late followed by one on time must not push the period end a whole poll.
+    const uint64_t slack = std::min<uint64_t>(options_.poll_interval_ms / 10, 100);
+    const uint64_t due = options_.active_timeout_ms - std::min(options_.active_timeout_ms / 2, slack);
     if (now_ms_ >= e.period_start_ms + due) emit(e, now_ms_, EndReason::ActiveTimeout, out);
 }
 

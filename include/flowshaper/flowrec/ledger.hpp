@@ -10,13 +10,13 @@
 //
 // Deltas are per (conntrack id, original tuple). A total below the last one seen means the
 // counters were zeroed (conntrack -Z): the new total is the delta. A connection's period ends at
-// the first poll at least active_timeout after its start (minus half a poll interval, so jitter
-// does not shift it by a whole poll): a record "active timeout" if it moved bytes in the period
-// (an idle period sends nothing). A DESTROY event ends it: "end of flow", with the bytes since
-// the last dump. A complete dump that no longer holds a tracked connection whose DESTROY was not
-// seen (lost events) ends it with its last known counters: "lack of resources". flush():
-// "forced end". At most max_connections are tracked; a connection beyond that is counted in
-// stats().untracked and exported whole from its DESTROY event.
+// the first poll at least active_timeout after its start (less a tenth of a poll interval, at
+// most 100 ms, so jitter does not shift it by a whole poll): a record "active timeout" if it moved bytes in
+// the period (an idle period sends nothing). A DESTROY event ends it: "end of flow", with the bytes since the
+// last dump. A complete dump that no longer holds a tracked connection whose DESTROY was not seen (lost
+// events) ends it with its last known counters: "lack of resources". flush(): "forced end". At most
+// max_connections are tracked; a connection beyond that is counted in stats().untracked and exported whole
+// from its DESTROY event.
 #pragma once
 
 #include <cstddef>
