@@ -28,8 +28,6 @@ void read_caps(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Dra
 void read_detects(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Draft& draft);
 // [[export]] (export_section.cpp); reads after [settings] (active_timeout is checked against poll_interval).
 void read_exports(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Draft& draft);
-// [[export]] (export_section.cpp); reads after [settings] (active_timeout is checked against poll_interval).
-void read_exports(Sink& sink, const toml::node& node, const SourceLoc& key_loc, Draft& draft);
 
 // Everything that needs more than one table: names, parents, sums, devices, client overlaps.
 void check_policy(Sink& sink, const Draft& draft);

@@ -32,7 +32,6 @@ void read_top_level(detail::Sink& sink, const toml::table& root, detail::Draft& 
     if (const toml::node* n = r.node("cap")) detail::read_caps(sink, *n, r.value_loc("cap"), draft);
     if (const toml::node* n = r.node("detect")) detail::read_detects(sink, *n, r.value_loc("detect"), draft);
     if (const toml::node* n = r.node("export")) detail::read_exports(sink, *n, r.value_loc("export"), draft);
-    if (const toml::node* n = r.node("export")) detail::read_exports(sink, *n, r.value_loc("export"), draft);
 }
 
 }  // namespace

@@ -117,28 +117,12 @@ struct Export {
     SourceLoc loc;
 };
 
-enum class ExportTransport { Udp, Tcp, File };
-
-// A flow-record destination ([[export]]): IPFIX over UDP or TCP, or an IPFIX file (RFC 5655).
-struct Export {
-    std::string target;  // as written: "udp://192.0.2.9:4739", "tcp://[2001:db8::9]:4739", "file:/var/..."
-    ExportTransport transport = ExportTransport::Udp;
-    std::string host;  // udp/tcp: an address (IPv6 without brackets) or a host name
-    uint16_t port = 4739;
-    std::string path;  // file: absolute path
-    uint64_t active_timeout_ms = 60000;     // a multiple of settings.poll_interval
-    uint64_t template_refresh_ms = 600000;  // UDP: templates sent again this often
-    uint32_t observation_domain = 0;
-    SourceLoc loc;
-};
-
 struct Policy {
     std::string file;
     Settings settings;
     std::vector<Interface> interfaces;
     std::vector<Cap> caps;
     std::vector<Detect> detects;
-    std::vector<Export> exports;
     std::vector<Export> exports;
 
     const Interface* find_interface(const std::string& device) const;
