@@ -187,6 +187,8 @@ Status Daemon::start(uint64_t now_ms) {
     adopt(now_ms);
     // apply rolled the devices back; undo what this start added, and only that.
     if (auto st = reconcile_tc(true); !st) return undo(st);
+    prune_capped();  // members a previous run left for clients that are not capped any more
+    sync_capped();
     log_->info("ready: {} devices, {} caps, {} detect rules, poll every {}ms, classifier {}",
                devices_.count(), policy_.caps.size(), policy_.detects.size(),
                policy_.settings.poll_interval_ms, fw_ ? "fw" : "u32");
@@ -196,10 +198,39 @@ Status Daemon::start(uint64_t now_ms) {
 
 Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                              const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
-    auto spec = plan::mangle_spec(policy, marks, prefilter);
+    // With kernel sets (u32 only: the set rule writes the rule's mark, fw needs a per-client one)
+    // the kernel marks a capped client's new connections from their first packet.
+    bool sets = ports_.mangle.has_kernel_sets() && marks.client_mask() == 0;
+    auto spec = plan::mangle_spec(policy, marks, prefilter, sets);
     for (auto family : kFamilies)
         if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
+    sets_ = sets;
     return {};
+}
+
+void Daemon::sync_capped() {
+    if (!sets_) return;
+    for (const auto& [key, e] : heavy_.entries())
+        if (e.placed && !e.releasing)
+            if (auto st = ports_.mangle.add_capped({key.rule, key.client}); !st)
+                record_error("add " + key.client.str() + " to the kernel set of capped clients: " +
+                             st.error().text() + " (its connections are marked by the daemon instead)");
+}
+
+void Daemon::prune_capped() {
+    if (!sets_) return;
+    auto members = ports_.mangle.read_capped();
+    if (!members) {
+        log_->warn("reading the kernel sets of capped clients: {}", members.error().text());
+        return;
+    }
+    for (const auto& m : *members) {
+        const HeavyEntry* e = heavy_.find({m.rule, m.client});
+        if (e && e->placed && !e->releasing) continue;
+        if (auto st = ports_.mangle.remove_capped(m); !st)
+            log_->warn("remove {} from the kernel set of capped clients: {}", m.client.str(),
+                       st.error().text());
+    }
 }
 
 void Daemon::adopt(uint64_t now_ms) {
@@ -270,6 +301,7 @@ Status Daemon::reconcile_tc(bool together) {
     }
     tc_dirty_ = done.size() != present.size();
     labels_dirty_ = true;
+    sync_capped();  // class first, then the kernel's marks
     return result;
 }
 
@@ -340,6 +372,12 @@ void Daemon::finish_releases() {
     // One dump for every client being released, however many there are.
     auto releasing = heavy_.releasing();
     if (releasing.empty()) return;
+    // Out of the kernel set first, or the kernel would mark its new connections again.
+    if (sets_)
+        for (const auto& key : releasing)
+            if (auto st = ports_.mangle.remove_capped({key.rule, key.client}); !st)
+                log_->warn("remove {} from the kernel set of capped clients: {}", key.client.str(),
+                           st.error().text());
     std::set<HeavyKey> incomplete;
     marker_.clear(mark_context(), &releasing, marks_.restore_mask(), &incomplete);
     for (const auto& key : releasing) {
@@ -450,6 +488,7 @@ Result<size_t> Daemon::repair(const std::string& why, uint64_t now_ms) {
     Status result = ensure_mangle(policy_, marks_, prefilter_);
     if (!result) record_error("repair mangle rules: " + result.error().text());
     counters_.kernel_changes += ports_.mangle.commits() - commits;  // a commit per family rewritten
+    sync_capped();  // a table someone deleted comes back empty
     if (auto st = reconcile_tc(false); !st) {
         record_error("repair tc: " + st.error().text());
         result = st;

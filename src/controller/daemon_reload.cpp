@@ -67,6 +67,10 @@ Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
             else
                 log_->info("reload: {} is no longer in the policy: removed its tree", old.device);
         }
+    // Set members are per rule index, which the new policy may change: refill them.
+    if (sets_)
+        if (auto st = ports_.mangle.flush_capped(); !st)
+            log_->warn("reload: emptying the kernel sets of capped clients: {}", st.error().text());
     heavy_.reload(layout->marks, layout->fw, rule_map);
     use(std::move(policy), std::move(*layout));
     for (const auto& [key, entry] : heavy_.entries()) detector_->adopt(key.rule, key.client, now_ms);

@@ -77,6 +77,7 @@ public:
     int change_fd() override { return chosen_->change_fd(); }
     bool drain_changes() override { return chosen_->drain_changes(); }
     uint64_t commits() const override { return chosen_->commits(); }
+    bool has_kernel_sets() const override { return chosen_->has_kernel_sets(); }
 
 private:
     std::unique_ptr<ManglePort> chosen_;

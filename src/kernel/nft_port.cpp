@@ -81,6 +81,7 @@ public:
     int change_fd() override { return events_ ? events_->fd() : -1; }
     bool drain_changes() override { return events_ && events_->drain(); }
     uint64_t commits() const override { return commits_; }
+    bool has_kernel_sets() const override { return true; }
 
 private:
     // The table as the kernel has it; exists = false when there is none.

@@ -652,3 +652,38 @@ TEST_CASE("caps and releases go to the audit sink with the measured value and th
     REQUIRE(events.size() == 2);
     CHECK(events[1].action == "release");
 }
+
+TEST_CASE(
+    "with kernel sets a capped client is in its rule's set while its class is placed, and out before its "
+    "marks go") {
+    Rig rig;
+    rig.mangle.set_kernel_sets(true);
+    rig.start();
+    auto members = [&] { return *rig.mangle.read_capped(); };
+    CHECK(members().empty());
+    make_heavy(rig);
+    REQUIRE(members().size() == 1);
+    CHECK(members()[0] == kernel::CappedClient{0, kClient});
+    auto spec = rig.mangle.read(net::Family::V4);
+    REQUIRE(spec);
+    REQUIRE(*spec);
+    CHECK((*spec)->capped.size() == 1);  // the constant rule that matches the set
+    for (uint64_t t = 4000; t <= 20000; t += 1000) REQUIRE(rig.daemon->poll(t));
+    CHECK(rig.daemon->heavy().empty());
+    CHECK(members().empty());
+}
+
+TEST_CASE("with kernel sets a restart drops members of clients that are no longer capped") {
+    Rig rig;
+    rig.mangle.set_kernel_sets(true);
+    rig.start();
+    make_heavy(rig);
+    REQUIRE(rig.mangle.read_capped()->size() == 1);
+    // A member for a client without a class (left by a run that died mid-release).
+    REQUIRE(rig.mangle.add_capped({0, kOther}));
+    rig.daemon.reset();
+    rig.start(30000);
+    auto members = *rig.mangle.read_capped();
+    REQUIRE(members.size() == 1);
+    CHECK(members[0].client == kClient);
+}

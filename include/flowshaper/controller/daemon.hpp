@@ -116,6 +116,9 @@ private:
     Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                          const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
+    // The kernel sets of capped clients (nftables): every placed client in, the rest out.
+    void sync_capped();
+    void prune_capped();
     void act(const std::vector<detect::Decision>& decisions, uint64_t now_ms);
     // Clears the marks of released clients; those done lose their class at the next reconcile.
     void finish_releases();
@@ -146,6 +149,7 @@ private:
     TreeStats tree_;
     std::vector<FlowReader*> readers_;
     bool tc_dirty_ = true;
+    bool sets_ = false;         // the mangle backend keeps kernel sets of capped clients
     bool labels_dirty_ = true;  // the plan's class names need refreshing (heavy set or policy changed)
     std::map<std::string, std::string> device_error_;  // why a device is not in sync
     // Connections that ended since the last poll (DESTROY events with their last counters): the

@@ -56,8 +56,12 @@ public:
     Status flush_capped() override;
     Result<bool> ensure_conntrack_accounting() override;
     uint64_t commits() const override;
+    bool has_kernel_sets() const override { return kernel_sets_; }
+    // Tests: the fake claims kernel sets (as nftables has them).
+    void set_kernel_sets(bool on) { kernel_sets_ = on; }
 
 private:
+    bool kernel_sets_ = false;
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -88,6 +88,10 @@ public:
 
     // Number of successful commits since construction (for tests and stats).
     virtual uint64_t commits() const = 0;
+    // Whether this backend keeps kernel sets of capped clients (add_capped() and friends work
+    // and MangleSpec::capped may be set): then the kernel marks a capped client's new
+    // connections from their first packet.
+    virtual bool has_kernel_sets() const { return false; }
 };
 
 }  // namespace flowshaper::kernel
