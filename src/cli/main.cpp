@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "commands.hpp"
+#include "faces_cli.hpp"
 
 using namespace flowshaper::cli;
 
@@ -46,6 +47,8 @@ int main(int argc, char** argv) {
     run->add_option("FILE", run_file, "policy file")->required();
     run->add_flag("--force", run_force, "replace a root qdisc that flowshaper did not create");
 
+    FacesCommands faces(app);  // status, reload, top
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
         if (*flush) return cmd_flush(file);
         if (*show) return cmd_show(file, json, interval_ms);
         if (*run) return cmd_run(run_file, run_force);
+        if (auto rc = faces.dispatch()) return *rc;
     } catch (const std::exception& e) {  // out of memory and the like: a message, not an abort
         std::fprintf(stderr, "flowshaper: error: %s\n", e.what());
         return 1;
