@@ -175,6 +175,7 @@ MessageEncoder::MessageEncoder(uint32_t observation_domain, size_t max_message_b
 size_t MessageEncoder::encode(std::span<const FlowRecord> records, uint32_t export_time_s, bool templates,
                               std::vector<uint8_t>& out) {
     out.clear();
+    out.reserve(max_bytes_);
     put16(out, kVersion);
     put16(out, 0);  // length, below
     put32(out, export_time_s);
