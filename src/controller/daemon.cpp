@@ -477,6 +477,11 @@ Status Daemon::drain_events() {
     return {};
 }
 
+uint8_t Daemon::dscp_of(uint32_t mark) const {
+    auto rule = marks_.rule_of(mark & marks_.restore_mask());
+    return rule && *rule < policy_.detects.size() ? policy_.detects[*rule].dscp : 0;
+}
+
 Status Daemon::on_conntrack_events(uint64_t) {
     return drain_events();
 }

@@ -16,6 +16,7 @@
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/drift_repair.hpp"
 #include "flowshaper/controller/event_loop.hpp"
+#include "flowshaper/controller/flow_export.hpp"
 #include "flowshaper/controller/instance_lock.hpp"
 #include "flowshaper/controller/log.hpp"
 #include "flowshaper/controller/metrics_server.hpp"
@@ -85,6 +86,7 @@ struct Process {
     std::unique_ptr<DriftRepair> drift;
     std::unique_ptr<StatusServer> status;
     std::unique_ptr<MetricsServer> metrics;
+    std::unique_ptr<FlowExport> flows;
 
     uint64_t now() const { return loop.now_ms(); }
 
@@ -238,6 +240,20 @@ int run_daemon(const std::string& policy_path, bool force) {
     Process p{policy_path, *log, daemon, EventLoop(), ServiceNotify()};
     process = &p;
     daemon.add_reader(&p.clients);
+    if (!daemon.policy().exports.empty()) {
+        p.flows = std::make_unique<FlowExport>(p.loop, *log,
+                                               [&daemon](uint32_t mark) { return daemon.dscp_of(mark); });
+        if (auto st = p.flows->open(daemon.policy().exports, daemon.poll_interval_ms()); !st) {
+            log->error("start: {}", st.error().text());
+            return 1;
+        }
+        daemon.add_reader(p.flows.get());
+        if (daemon.policy().interfaces.empty() && daemon.policy().detects.empty() &&
+            daemon.policy().caps.empty())
+            log->info(
+                "export only: no interface, cap or detect rule; conntrack accounting is switched on for the "
+                "records");
+    }
     if (settings.audit_log) {
         p.audit = std::make_unique<AuditLog>(*settings.audit_log);
         if (auto st = p.audit->open(); !st) {
@@ -265,6 +281,7 @@ int run_daemon(const std::string& policy_path, bool force) {
     auto looped = p.loop.run([&](const Error& e) { log->error("event loop: {}", e.text()); });
     if (!looped) log->error("event loop gave up: {}; stopping", looped.error().text());
     p.notify.stopping();
+    if (p.flows) p.flows->finish();
     p.status.reset();
     p.metrics.reset();
     return daemon.stop() && looped ? 0 : 1;

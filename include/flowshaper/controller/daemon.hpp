@@ -97,6 +97,8 @@ public:
     uint64_t poll_interval_ms() const { return policy_.settings.poll_interval_ms; }
     const policy::Policy& policy() const { return policy_; }
     std::vector<plan::HeavyClient> heavy() const { return heavy_.clients(); }
+    // The DSCP flowshaper's mangle rules set on a connection with this ctmark (0: none).
+    uint8_t dscp_of(uint32_t mark) const;
     // The picture after the last poll, start, reload or repair.
     SnapshotPtr snapshot() const { return snapshot_; }
 
