@@ -1,6 +1,8 @@
 // The per-connection ledger (see ledger.hpp).
 #include "flowshaper/flowrec/ledger.hpp"
 
+#include <array>
+
 namespace flowshaper::flowrec {
 namespace {
 
@@ -13,6 +15,12 @@ uint64_t delta(uint64_t total, uint64_t last, bool& reset) {
 
 bool moved(const Ledger::Counters& c) {
     return c.orig_bytes || c.orig_packets || c.reply_bytes || c.reply_packets;
+}
+
+// FlowSample::same_tuple without linking the kernel module (the ledger uses only its value types).
+bool same_tuple(const kernel::FlowSample& a, const kernel::FlowSample& b) {
+    return a.family == b.family && a.l4proto == b.l4proto && a.orig_src == b.orig_src &&
+           a.orig_dst == b.orig_dst && a.orig_sport == b.orig_sport && a.orig_dport == b.orig_dport;
 }
 
 uint64_t ns_to_ms(uint64_t ns) {
@@ -33,7 +41,8 @@ FlowRecord make_record(const kernel::FlowSample& t, const Ledger::Counters& d, u
     r.sport = t.orig_sport;
     r.dport = t.orig_dport;
     // The original direction after NAT is the reply tuple turned around.
-    const bool has_reply = t.reply_src != net::Address{} || t.reply_dst != net::Address{};
+    const std::array<uint8_t, 16> none{};
+    const bool has_reply = t.reply_src.bytes != none || t.reply_dst.bytes != none;
     r.post_src = has_reply ? t.reply_dst : t.orig_src;
     r.post_dst = has_reply ? t.reply_src : t.orig_dst;
     r.post_sport = has_reply ? t.reply_dport : t.orig_sport;
@@ -90,7 +99,7 @@ void Ledger::add(const kernel::FlowSample& s, uint8_t dscp) {
 
 void Ledger::observe(const kernel::FlowSample& s, uint8_t dscp, std::vector<FlowRecord>& out) {
     auto it = entries_.find(s.id);
-    if (it != entries_.end() && !it->second.tuple.same_tuple(s)) {
+    if (it != entries_.end() && !same_tuple(it->second.tuple, s)) {
         // The id was reused: the old connection ended without an event.
         ++stats_.vanished;
         emit(it->second, it->second.last_seen_ms, EndReason::LackOfResources, out);
@@ -121,7 +130,7 @@ void Ledger::destroyed(const kernel::FlowSample& s, uint64_t now_ms, uint8_t dsc
     const uint64_t end_ms = s.stop_ns ? ns_to_ms(s.stop_ns) : now_ms;
     for (auto* table : {&entries_, &vanished_}) {
         auto it = table->find(s.id);
-        if (it == table->end() || !it->second.tuple.same_tuple(s)) continue;
+        if (it == table->end() || !same_tuple(it->second.tuple, s)) continue;
         Entry& e = it->second;
         account(e, s);
         if (table == &entries_ || moved(e.pending)) {

@@ -196,3 +196,20 @@ TEST_CASE("the DSCP flowshaper sets goes into postIpClassOfService", "[ledger]")
     REQUIRE(c.out.size() == 1);
     CHECK(c.out[0].tos == 0x20);
 }
+
+TEST_CASE("without a reply tuple (a sample from elsewhere) the post-NAT fields repeat the original ones",
+          "[ledger]") {
+    Clocked c;
+    FlowSample s = conn(5, 10, 20);
+    s.family = net::Family::V6;
+    s.orig_src = *net::Address::parse("2001:db8::2");
+    s.orig_dst = *net::Address::parse("2001:db8::1");
+    s.reply_src = s.reply_dst = net::Address{net::Family::V6, {}};
+    s.reply_sport = s.reply_dport = 0;
+    c.poll({}, {s});
+    REQUIRE(c.out.size() == 1);
+    CHECK(c.out[0].post_src == s.orig_src);
+    CHECK(c.out[0].post_dst == s.orig_dst);
+    CHECK(c.out[0].post_sport == 40000);
+    CHECK(c.out[0].post_dport == 443);
+}
