@@ -106,6 +106,7 @@ void Daemon::publish(uint64_t now_ms) {
     snap->counters = counters_;
     tree_.fill(snap->counters);
     snapshot_ = std::move(snap);
+    if (options_.on_snapshot) options_.on_snapshot(snapshot_);
 }
 
 }  // namespace flowshaper::controller

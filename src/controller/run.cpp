@@ -8,7 +8,10 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "flowshaper/controller/audit_log.hpp"
 #include "flowshaper/controller/client_watch.hpp"
@@ -22,6 +25,7 @@
 #include "flowshaper/controller/metrics_server.hpp"
 #include "flowshaper/controller/service_notify.hpp"
 #include "flowshaper/controller/status_server.hpp"
+#include "flowshaper/controller/task_queue.hpp"
 #include "flowshaper/kernel/mangle_backend.hpp"
 #include "flowshaper/kernel/real_ports.hpp"
 #include "flowshaper/policy/loader.hpp"
@@ -73,7 +77,26 @@ std::string status_line(const Daemon& daemon) {
            std::to_string(snap->last_poll.duration_us / 1000) + " ms";
 }
 
-// Everything the process owns besides the ports: the loop, the daemon, systemd's channel.
+// The last snapshot, handed from the daemon's thread to the faces' thread.
+class SnapshotBox {
+public:
+    void set(SnapshotPtr s) {
+        std::lock_guard lock(mutex_);
+        snap_ = std::move(s);
+    }
+    SnapshotPtr get() const {
+        std::lock_guard lock(mutex_);
+        return snap_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    SnapshotPtr snap_;
+};
+
+// Everything the process owns besides the ports: the daemon's loop, the faces' loop and thread
+// (the status socket and the metrics answer from the last snapshot while the daemon's thread is
+// busy with a long poll, a big apply or a wait for the xtables lock), systemd's channel.
 struct Process {
     std::string path;
     spdlog::logger& log;
@@ -87,15 +110,56 @@ struct Process {
     std::unique_ptr<StatusServer> status;
     std::unique_ptr<MetricsServer> metrics;
     std::unique_ptr<FlowExport> flows;
+    EventLoop faces_loop{};
+    TaskQueue daemon_tasks{loop};       // work for the daemon's thread (a reload asked on the socket)
+    TaskQueue faces_tasks{faces_loop};  // work for the faces' thread (stop)
+    SnapshotBox box{};
+    std::thread faces_thread{};
 
     uint64_t now() const { return loop.now_ms(); }
 
+    // Called on the faces' thread: they read the box and post work; never the Daemon itself.
     ControlHooks hooks() {
         ControlHooks h;
-        h.snapshot = [this] { return daemon.snapshot(); };
-        h.reload = [this] { return reload(); };
-        h.watch_clients = [this](uint64_t for_ms) { clients.watch(now(), for_ms); };
+        h.snapshot = [this] { return box.get(); };
+        h.reload = [this] {
+            auto done = std::make_shared<std::promise<ReloadOutcome>>();
+            auto answer = done->get_future();
+            bool posted = daemon_tasks.post([this, done](bool run) {
+                ReloadOutcome stopping;
+                stopping.error = "the daemon is stopping";
+                done->set_value(run ? reload() : stopping);
+            });
+            if (!posted || answer.wait_for(std::chrono::seconds(120)) != std::future_status::ready) {
+                ReloadOutcome out;
+                out.error = posted ? "the daemon did not answer within 120 s" : "the daemon is stopping";
+                return out;
+            }
+            return answer.get();
+        };
+        h.watch_clients = [this](uint64_t for_ms) { clients.watch(loop.now_ms(), for_ms); };
         return h;
+    }
+
+    Status start_faces() {
+        if (!status && !metrics) return {};
+        if (auto st = faces_tasks.open(); !st) return st;
+        faces_thread = std::thread([this] {
+            auto st =
+                faces_loop.run([this](const Error& e) { log.error("status/metrics loop: {}", e.text()); });
+            if (!st) log.error("status/metrics loop gave up: {}", st.error().text());
+        });
+        return {};
+    }
+
+    void stop_faces() {
+        daemon_tasks.close();  // a reload waiting on the socket gets "stopping"
+        if (faces_thread.joinable()) {
+            faces_tasks.post([this](bool) { faces_loop.stop(); });
+            faces_thread.join();
+        }
+        status.reset();
+        metrics.reset();
     }
 
     void write_audit(const AuditEvent& event) {
@@ -109,14 +173,14 @@ struct Process {
         if (auto path = status_socket_path(settings)) {
             StatusServerSettings ss;
             ss.path = *path;
-            status = std::make_unique<StatusServer>(loop, hooks(), ss, shared_log);
+            status = std::make_unique<StatusServer>(faces_loop, hooks(), ss, shared_log);
             if (auto st = status->open(); !st) return st;
             log.info("status socket: {}", *path);
         }
         if (settings.metrics_listen) {
             MetricsServerSettings ms;
             ms.listen = *settings.metrics_listen;
-            metrics = std::make_unique<MetricsServer>(loop, hooks(), ms, shared_log);
+            metrics = std::make_unique<MetricsServer>(faces_loop, hooks(), ms, shared_log);
             if (auto st = metrics->open(); !st) return st;
             log.info("metrics: http://{}/metrics", metrics->address());
         }
@@ -234,11 +298,18 @@ int run_daemon(const std::string& policy_path, bool force) {
     options.audit = [&process](const AuditEvent& e) {
         if (process) process->write_audit(e);
     };
+    options.on_snapshot = [&process](SnapshotPtr s) {
+        if (process) process->box.set(std::move(s));
+    };
     Daemon daemon(std::move(*loaded.policy), {*ports->tc, *ports->mangle, *ports->conntrack, *ports->links},
                   log, options);
     daemon.set_policy_source(policy_path, file_checksum(policy_path), wall_ms());
     Process p{policy_path, *log, daemon, EventLoop(), ServiceNotify()};
     process = &p;
+    struct FacesGuard {
+        Process& p;
+        ~FacesGuard() { p.stop_faces(); }
+    } faces_guard{p};
     daemon.add_reader(&p.clients);
     if (!daemon.policy().exports.empty()) {
         p.flows = std::make_unique<FlowExport>(p.loop, *log,
@@ -271,6 +342,14 @@ int run_daemon(const std::string& policy_path, bool force) {
         log->error("start: {}", st.error().text());
         return 1;
     }
+    if (auto st = p.daemon_tasks.open(); !st) {
+        log->error("event loop setup: {}", st.error().text());
+        return 1;
+    }
+    if (auto st = p.start_faces(); !st) {
+        log->error("status/metrics thread: {}", st.error().text());
+        return 1;
+    }
     if (auto st = daemon.start(p.now()); !st) {
         log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
@@ -282,8 +361,7 @@ int run_daemon(const std::string& policy_path, bool force) {
     if (!looped) log->error("event loop gave up: {}; stopping", looped.error().text());
     p.notify.stopping();
     if (p.flows) p.flows->finish();
-    p.status.reset();
-    p.metrics.reset();
+    p.stop_faces();
     return daemon.stop() && looped ? 0 : 1;
 }
 

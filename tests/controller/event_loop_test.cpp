@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "flowshaper/controller/event_loop.hpp"
+#include "flowshaper/controller/task_queue.hpp"
 
 using flowshaper::controller::EventLoop;
 
@@ -157,4 +159,28 @@ TEST_CASE("event loop: watching an invalid descriptor is an error, not a crash")
     EventLoop loop;
     CHECK_FALSE(loop.add_fd(-1, EPOLLIN, [](uint32_t) {}));
     CHECK_FALSE(loop.modify_fd(12345, EPOLLIN));
+}
+
+TEST_CASE(
+    "task queue: work posted from another thread runs on the loop's thread; close answers what is left") {
+    flowshaper::controller::EventLoop loop;
+    flowshaper::controller::TaskQueue queue(loop);
+    REQUIRE(queue.open());
+    std::thread::id ran_on;
+    bool ran = false;
+    std::thread poster([&] {
+        REQUIRE(queue.post([&](bool run) {
+            ran = run;
+            ran_on = std::this_thread::get_id();
+        }));
+    });
+    poster.join();
+    REQUIRE(loop.run_once(1000));
+    CHECK(ran);
+    CHECK(ran_on == std::this_thread::get_id());
+    int refused = 0;
+    REQUIRE(queue.post([&](bool run) { refused += run ? 0 : 1; }));
+    queue.close();
+    CHECK(refused == 1);
+    CHECK_FALSE(queue.post([](bool) {}));
 }

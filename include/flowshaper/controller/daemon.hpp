@@ -59,6 +59,7 @@ struct DaemonOptions {
     std::function<uint64_t()> wall_ms;  // wall clock for snapshots and the audit trail (default: system)
     std::function<void(const AuditEvent&)> audit;  // every cap, release and reload
     std::string firewall;                          // the mangle backend in use and why (for the snapshot)
+    std::function<void(SnapshotPtr)> on_snapshot;  // every published snapshot (to another thread)
 };
 
 class Daemon {
