@@ -3,7 +3,9 @@
 // whether serving ever held the loop up.
 #pragma once
 
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -106,6 +108,24 @@ inline uint64_t mono_ms() {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::steady_clock::now().time_since_epoch())
                                      .count());
+}
+
+// A plain HTTP/1.0 GET to 127.0.0.1:port: the whole response, or "" when the connect failed.
+inline std::string http_get(uint16_t port, const std::string& target) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0) {
+        const std::string req = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+        char buf[65536];
+        for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    return out;
 }
 
 struct Harness {

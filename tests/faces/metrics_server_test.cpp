@@ -13,24 +13,6 @@ using namespace flowshaper::faces_test;
 
 namespace {
 
-// A plain HTTP/1.0 GET over loopback: the whole response, or "" on failure.
-std::string http_get(uint16_t port, const std::string& target) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons(port);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string out;
-    if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0) {
-        std::string req = "GET " + target + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-        char buf[65536];
-        for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
-    }
-    close(fd);
-    return out;
-}
-
 struct MetricsHarness {
     EventLoop loop;
     SnapshotPtr snap = std::make_shared<const Snapshot>(sample_snapshot(3));
