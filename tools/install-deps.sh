@@ -5,16 +5,18 @@ packages=(
   # build
   cmake g++ make pkg-config clang libclang-rt-14-dev
   # libraries (see CMakeLists.txt for why each is there)
-  libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev libnftables-dev
+  libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev libnftables-dev libipset-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libspdlog-dev libfmt-dev catch2
   # the daemon's outside faces: /metrics in the loop, `top` on a terminal
   libmicrohttpd-dev libncurses-dev
   # real-kernel tests, demo and benchmarks: namespaces, independent checks, traffic
-  iproute2 iptables nftables conntrack iperf3 tcpdump tshark procps iputils-ping python3
+  iproute2 iptables nftables ipset conntrack iperf3 tcpdump tshark procps iputils-ping python3
   # metrics tests: promtool lints /metrics, the server scrapes the daemon
   prometheus
   # manual pages
   groff-base man-db
+  # packaging tests: cpack -G DEB (dpkg-shlibdeps), lintian, systemd-analyze verify
+  dpkg-dev file fakeroot lintian systemd
 )
 missing=()
 for p in "${packages[@]}"; do
