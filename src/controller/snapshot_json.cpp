@@ -289,7 +289,7 @@ Result<ClientSnapshot> client_from_json(const json& j) {
     }
 }
 
-json to_json(const Snapshot& s) {
+json to_json(const Snapshot& s, bool with_clients) {
     json errors = json::array();
     for (const auto& e : s.last_errors) errors.push_back({{"at_unix_ms", e.at_unix_ms}, {"text", e.text}});
     return {{"taken_unix_ms", s.taken_unix_ms},
@@ -304,7 +304,8 @@ json to_json(const Snapshot& s) {
             {"heavy", array_of(s.heavy, [](const auto& h) { return to_json(h); })},
             {"caps", array_of(s.caps, [](const auto& c) { return to_json(c); })},
             {"heavy_per_rule", s.heavy_per_rule},
-            {"clients", array_of(s.clients, [](const auto& c) { return to_json(c); })},
+            {"clients",
+             with_clients ? array_of(s.clients, [](const auto& c) { return to_json(c); }) : json::array()},
             {"clients_complete", s.clients_complete},
             {"last_poll", to_json(s.last_poll)},
             {"last_errors", std::move(errors)},

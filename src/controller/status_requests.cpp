@@ -37,11 +37,30 @@ json reload_answer(const ReloadOutcome& outcome) {
 std::shared_ptr<const std::string> StatusServer::status_answer() {
     SnapshotPtr snap = hooks_.snapshot ? hooks_.snapshot() : nullptr;
     if (!snap) return error_line(kNoSnapshot);
-    if (snap != cached_for_) {
-        cached_status_ = line_of({{"ok", true}, {"snapshot", to_json(*snap)}});
-        cached_for_ = std::move(snap);
+    if (snap != status_for_) {
+        cached_status_ = line_of({{"ok", true}, {"snapshot", to_json(*snap, false)}});
+        status_for_ = std::move(snap);
     }
     return cached_status_;
+}
+
+std::shared_ptr<const std::string> StatusServer::clients_answer(const json& request) {
+    uint64_t watch_ms = settings_.default_watch_ms;
+    if (auto w = request.find("watch_ms"); w != request.end() && w->is_number_unsigned())
+        watch_ms = std::min<uint64_t>(w->get<uint64_t>(), 600'000);
+    if (hooks_.watch_clients) hooks_.watch_clients(watch_ms);
+    SnapshotPtr snap = hooks_.snapshot ? hooks_.snapshot() : nullptr;
+    if (!snap) return error_line(kNoSnapshot);
+    if (snap != clients_for_) {
+        json clients = json::array();
+        for (const auto& c : snap->clients) clients.push_back(to_json(c));
+        cached_clients_ = line_of({{"ok", true},
+                                   {"taken_unix_ms", snap->taken_unix_ms},
+                                   {"complete", snap->clients_complete},
+                                   {"clients", std::move(clients)}});
+        clients_for_ = std::move(snap);
+    }
+    return cached_clients_;
 }
 
 std::shared_ptr<const std::string> StatusServer::answer(const std::string& line) {
@@ -54,20 +73,7 @@ std::shared_ptr<const std::string> StatusServer::answer(const std::string& line)
     const std::string name = cmd->get<std::string>();
     if (name == "ping") return line_of({{"ok", true}, {"pong", true}, {"version", FLOWSHAPER_VERSION}});
     if (name == "status") return status_answer();
-    if (name == "clients") {
-        uint64_t watch_ms = settings_.default_watch_ms;
-        if (auto w = request.find("watch_ms"); w != request.end() && w->is_number_unsigned())
-            watch_ms = std::min<uint64_t>(w->get<uint64_t>(), 600'000);
-        if (hooks_.watch_clients) hooks_.watch_clients(watch_ms);
-        SnapshotPtr snap = hooks_.snapshot ? hooks_.snapshot() : nullptr;
-        if (!snap) return error_line(kNoSnapshot);
-        json clients = json::array();
-        for (const auto& c : snap->clients) clients.push_back(to_json(c));
-        return line_of({{"ok", true},
-                        {"taken_unix_ms", snap->taken_unix_ms},
-                        {"complete", snap->clients_complete},
-                        {"clients", std::move(clients)}});
-    }
+    if (name == "clients") return clients_answer(request);
     if (name == "reload") {
         if (!hooks_.reload) return error_line("this daemon cannot reload");
         return line_of(reload_answer(hooks_.reload()));

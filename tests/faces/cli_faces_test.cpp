@@ -66,7 +66,7 @@ TEST_CASE("flowshaper status --json prints the snapshot as the socket gave it") 
     REQUIRE(r.status == 0);
     auto back = snapshot_from_json(nlohmann::json::parse(r.out));
     REQUIRE(back.ok());
-    CHECK(to_json(*back) == to_json(*h.snap));
+    CHECK(to_json(*back) == to_json(*h.snap, false));  // the rows are top's: status leaves them out
 }
 
 TEST_CASE("flowshaper reload: a rejected policy prints its diagnostics and exits 1, success exits 0") {

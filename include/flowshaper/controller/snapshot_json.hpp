@@ -10,7 +10,8 @@
 
 namespace flowshaper::controller {
 
-nlohmann::json to_json(const Snapshot& snapshot);
+// `with_clients` false: "clients" is left empty (the status answer; `top` asks for them).
+nlohmann::json to_json(const Snapshot& snapshot, bool with_clients = true);
 nlohmann::json to_json(const ClientSnapshot& client);
 nlohmann::json to_json(const AuditEvent& event);
 

@@ -1,7 +1,7 @@
 // The status socket (`status_socket` in [settings]): a Unix stream socket, mode 0600, served from
 // the daemon's event loop. Protocol: JSON lines. Each request is one line, each answer one line:
 //   {"cmd":"ping"}     -> {"ok":true,"pong":true,"version":"..."}
-//   {"cmd":"status"}   -> {"ok":true,"snapshot":{...}}          (snapshot_json.hpp)
+//   {"cmd":"status"}   -> {"ok":true,"snapshot":{...}}   (snapshot_json.hpp; "clients" empty)
 //   {"cmd":"clients"}  -> {"ok":true,"taken_unix_ms":...,"complete":...,"clients":[...]}
 //                         and asks the daemon to fill per-client figures ("watch_ms", default 10 s)
 //   {"cmd":"reload"}   -> {"ok":true} or {"ok":false,"diagnostics":[...],"error":"..."}
@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 
@@ -77,6 +78,7 @@ private:
     void sweep();
     std::shared_ptr<const std::string> answer(const std::string& line);
     std::shared_ptr<const std::string> status_answer();
+    std::shared_ptr<const std::string> clients_answer(const nlohmann::json& request);
 
     EventLoop& loop_;
     ControlHooks hooks_;
@@ -87,8 +89,9 @@ private:
     EventLoop::TimerId sweep_timer_ = 0;
     std::map<int, std::unique_ptr<Connection>> conns_;
     uint64_t dropped_ = 0;
-    SnapshotPtr cached_for_;  // the snapshot cached_status_ was rendered from
-    std::shared_ptr<const std::string> cached_status_;
+    // Answers rendered once per snapshot (shared by every connection that asks).
+    SnapshotPtr status_for_, clients_for_;
+    std::shared_ptr<const std::string> cached_status_, cached_clients_;
 };
 
 }  // namespace flowshaper::controller
