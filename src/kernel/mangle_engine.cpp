@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "flowshaper/kernel/mangle_iptc_port.hpp"
+
 namespace flowshaper::kernel::mangle {
 
 std::string table_name(net::Family family) {
@@ -67,13 +69,26 @@ Status erase_all(MangleTable& table, const std::string& chain, const std::vector
     return {};
 }
 
+// The kernel index of each capped-client set of `spec` (the sets exist before the rules).
+Result<std::vector<uint16_t>> set_indices(MangleTable& table, net::Family family, const MangleSpec& spec) {
+    std::vector<uint16_t> out;
+    for (size_t i = 0; i < spec.capped.size(); ++i) {
+        auto index = table.set_index(ipset_name(family, i));
+        if (!index) return index.error();
+        out.push_back(*index);
+    }
+    return out;
+}
+
 Result<bool> converge_chain(MangleTable& table, net::Family family, const MangleSpec& spec) {
+    auto indices = set_indices(table, family, spec);
+    if (!indices) return indices.error();
     bool changed = false;
     if (!table.has_chain(kMangleChain)) {
         if (auto st = table.create_chain(kMangleChain); !st) return st.error();
         changed = true;
     }
-    const std::vector<Bytes> want = build_chain(family, spec);
+    const std::vector<Bytes> want = build_chain(family, spec, *indices);
     const std::vector<TableRule> have = table.rules(kMangleChain);
     for (size_t i = 0; i < have.size() && i < want.size(); ++i) {
         if (same_rule(family, have[i], want[i])) continue;
@@ -120,20 +135,37 @@ Result<bool> remove_ours(MangleTable& table, net::Family family) {
     return true;
 }
 
+// Folds one capped-client rule into spec.capped: its set must be ours, of this family, and for
+// the same [[detect]] rule as the last one or the next.
+bool add_capped_rule(MangleTable& table, net::Family family, const CappedRule& rule, MangleSpec& spec) {
+    auto name = table.set_name(rule.set_index);
+    auto id = name ? parse_ipset_name(*name) : std::nullopt;
+    if (!id || id->second != family) return false;
+    if (id->first == spec.capped.size()) spec.capped.push_back({rule.l4proto, {}, {}});
+    if (id->first + 1 != spec.capped.size() || spec.capped.back().l4proto != rule.l4proto) return false;
+    auto& ports = rule.source_ports ? spec.capped.back().local_ports : spec.capped.back().remote_ports;
+    ports.insert(ports.end(), rule.ports.begin(), rule.ports.end());
+    return true;
+}
+
 Result<std::optional<MangleSpec>> parse_ours(MangleTable& table, net::Family family) {
     if (!table.has_chain(kMangleChain)) return std::optional<MangleSpec>{};
     MangleSpec spec;
     const std::vector<TableRule> rules = table.rules(kMangleChain);
+    size_t first = 0;  // the restore rule's position: after the capped-client rules
     for (size_t i = 0; i < rules.size(); ++i) {
         auto rule = parse_rule(family, rules[i].entry, rules[i].target);
+        const auto* capped = rule ? std::get_if<CappedRule>(&*rule) : nullptr;
         const auto* restore = rule ? std::get_if<RestoreRule>(&*rule) : nullptr;
         const auto* dscp = rule ? std::get_if<DscpRule>(&*rule) : nullptr;
         const auto* candidate = rule ? std::get_if<CandidateRule>(&*rule) : nullptr;
-        if (i == 0 && restore) {
+        if (i == first && capped && add_capped_rule(table, family, *capped, spec)) {
+            ++first;
+        } else if (i == first && restore) {
             spec.mark_mask = restore->mask;
-        } else if (i == 1 && candidate) {
+        } else if (i == first + 1 && candidate) {
             spec.candidate = *candidate;
-        } else if (i > 0 && dscp) {
+        } else if (i > first && dscp) {
             spec.dscp_rules.push_back(*dscp);
         } else {
             return make_error("read chain", std::string(kMangleChain) + " in " + table_name(family), EPROTO,
@@ -141,9 +173,9 @@ Result<std::optional<MangleSpec>> parse_ours(MangleTable& table, net::Family fam
                                   " was not written by flowshaper (the next ensure replaces it)");
         }
     }
-    if (rules.empty())
+    if (rules.size() == first)
         return make_error("read chain", std::string(kMangleChain) + " in " + table_name(family), EPROTO,
-                          "the chain is empty (the next ensure fills it)");
+                          "the chain has no restore rule (the next ensure fills it)");
     return std::optional<MangleSpec>{spec};
 }
 

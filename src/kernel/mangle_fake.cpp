@@ -1,4 +1,5 @@
 // FakeManglePort: MangleEngine over an in-memory "kernel" table with libiptc's rules.
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -6,6 +7,7 @@
 #include <set>
 
 #include "flowshaper/kernel/mangle_fake_port.hpp"
+#include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "mangle_engine.hpp"
 
 namespace flowshaper::kernel {
@@ -46,12 +48,37 @@ struct FakeManglePort::Impl : mangle::MangleTableSource {
     int acct_err = 0;
     bool conntrack_loaded = false;  // as the kernel: once a rule that needs conntrack went in
     mangle::MangleEngine engine{*this, 5};
-    // The capped-client part of each family's last ensured spec, and the sets' members.
-    std::map<net::Family, std::vector<MangleSpec::CappedMatch>> capped;
-    std::set<std::pair<size_t, std::string>> members;  // (rule, address text)
-    std::vector<CappedClient> member_list;             // the same, as added
+    // The kernel's sets as ipset keeps them: name <-> index, and the members (as added).
+    std::map<std::string, uint16_t> set_ids;
+    uint16_t next_set_id = 0;
+    std::vector<CappedClient> member_list;
     int set_err = 0;
     uint64_t set_changes = 0;
+
+    Result<uint16_t> set_index(const std::string& name) const {
+        auto it = set_ids.find(name);
+        if (it == set_ids.end()) return fake_error("find", "ipset " + name, ENOENT);
+        return it->second;
+    }
+    Result<std::string> set_name(uint16_t index) const {
+        for (const auto& [name, id] : set_ids)
+            if (id == index) return name;
+        return fake_error("find", "ipset #" + std::to_string(index), ENOENT);
+    }
+    void create_sets(net::Family family, size_t count) {
+        for (size_t rule = 0; rule < count; ++rule)
+            if (set_ids.emplace(ipset_name(family, rule), next_set_id).second) ++next_set_id;
+    }
+    // Destroys the family's sets of rules >= from, with their members.
+    void destroy_sets(net::Family family, size_t from) {
+        std::erase_if(set_ids, [&](const auto& entry) {
+            auto id = parse_ipset_name(entry.first);
+            return id && id->second == family && id->first >= from;
+        });
+        std::erase_if(member_list, [&](const CappedClient& m) {
+            return m.client.family == family && !set_ids.count(ipset_name(family, m.rule));
+        });
+    }
 
     Result<std::unique_ptr<mangle::MangleTable>> open(net::Family family) override;
     Status commit(net::Family family, const FakeKernelTable& snapshot);
@@ -67,8 +94,14 @@ namespace {
 class FakeTable final : public mangle::MangleTable {
 public:
     using CommitFn = std::function<Status(net::Family, const FakeKernelTable&)>;
-    FakeTable(CommitFn commit, net::Family family, FakeKernelTable snapshot)
-        : commit_(std::move(commit)), family_(family), t_(std::move(snapshot)) {}
+    using IndexFn = std::function<Result<uint16_t>(const std::string&)>;
+    using NameFn = std::function<Result<std::string>(uint16_t)>;
+    FakeTable(CommitFn commit, IndexFn index, NameFn name, net::Family family, FakeKernelTable snapshot)
+        : commit_(std::move(commit)),
+          index_(std::move(index)),
+          name_(std::move(name)),
+          family_(family),
+          t_(std::move(snapshot)) {}
 
     bool has_chain(const std::string& chain) override { return t_.chains.count(chain) != 0; }
     std::vector<TableRule> rules(const std::string& chain) override {
@@ -118,6 +151,8 @@ public:
         return {};
     }
     Status commit() override { return commit_(family_, t_); }
+    Result<uint16_t> set_index(const std::string& name) override { return index_(name); }
+    Result<std::string> set_name(uint16_t index) override { return name_(index); }
 
 private:
     std::vector<TableRule>* find(const std::string& chain) {
@@ -126,6 +161,8 @@ private:
     }
 
     CommitFn commit_;
+    IndexFn index_;
+    NameFn name_;
     net::Family family_;
     FakeKernelTable t_;
 };
@@ -134,8 +171,9 @@ private:
 
 Result<std::unique_ptr<mangle::MangleTable>> FakeManglePort::Impl::open(net::Family family) {
     return std::unique_ptr<mangle::MangleTable>(std::make_unique<FakeTable>(
-        [this](net::Family f, const FakeKernelTable& snapshot) { return commit(f, snapshot); }, family,
-        kernel[family]));
+        [this](net::Family f, const FakeKernelTable& snapshot) { return commit(f, snapshot); },
+        [this](const std::string& name) { return set_index(name); },
+        [this](uint16_t index) { return set_name(index); }, family, kernel[family]));
 }
 
 Status FakeManglePort::Impl::commit(net::Family family, const FakeKernelTable& snapshot) {
@@ -191,7 +229,10 @@ std::vector<std::string> FakeManglePort::lines(net::Family family) const {
     auto list = [&](const std::string& name, const std::vector<TableRule>& rules) {
         for (const TableRule& r : rules) {
             auto known = mangle::parse_rule(family, r.entry, r.target);
-            out.push_back("-A " + name + " " + (known ? mangle::describe(*known) : "<unknown rule>"));
+            std::string set;
+            if (const auto* c = known ? std::get_if<mangle::CappedRule>(&*known) : nullptr)
+                if (auto n = impl_->set_name(c->set_index)) set = *n;
+            out.push_back("-A " + name + " " + (known ? mangle::describe(*known, set) : "<unknown rule>"));
         }
     };
     for (const char* builtin : {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
@@ -214,28 +255,21 @@ void FakeManglePort::fail_conntrack_accounting(int err) {
     impl_->acct_err = err;
 }
 
+// As the libiptc port: the sets first, the rules, then the sets no rule refers to now.
 Status FakeManglePort::ensure(net::Family family, const MangleSpec& spec) {
     if (auto st = validate(spec); !st) return st;
-    MangleSpec rules = spec;
-    rules.capped.clear();
-    if (auto st = impl_->engine.ensure(family, rules); !st) return st;
-    impl_->capped[family] = spec.capped;
+    impl_->create_sets(family, spec.capped.size());
+    if (auto st = impl_->engine.ensure(family, spec); !st) return st;
+    impl_->destroy_sets(family, spec.capped.size());
     return {};
 }
 Status FakeManglePort::remove_all(net::Family family) {
     if (auto st = impl_->engine.remove_all(family); !st) return st;
-    impl_->capped.erase(family);
-    std::erase_if(impl_->member_list, [&](const CappedClient& m) {
-        if (m.client.family != family) return false;
-        impl_->members.erase({m.rule, m.client.str()});
-        return true;
-    });
+    impl_->destroy_sets(family, 0);
     return {};
 }
 Result<std::optional<MangleSpec>> FakeManglePort::read(net::Family family) {
-    auto spec = impl_->engine.read(family);
-    if (spec && *spec && impl_->capped.count(family)) (*spec)->capped = impl_->capped[family];
-    return spec;
+    return impl_->engine.read(family);
 }
 
 void FakeManglePort::fail_set_operations(int err) {
@@ -247,21 +281,20 @@ uint64_t FakeManglePort::set_changes() const {
 
 // The set of (rule, family) exists once a spec with capped matches for that rule was ensured.
 Status FakeManglePort::add_capped(const CappedClient& m) {
-    const std::string object = "capped-client set of rule " + std::to_string(m.rule + 1);
+    const std::string object = "ipset " + ipset_name(m.client.family, m.rule);
     if (impl_->set_err) return fake_error("add " + m.client.str() + " to", object, impl_->set_err);
-    auto it = impl_->capped.find(m.client.family);
-    if (it == impl_->capped.end() || m.rule >= it->second.size())
+    if (!impl_->set_ids.count(ipset_name(m.client.family, m.rule)))
         return fake_error("add " + m.client.str() + " to", object, ENOENT);
-    if (!impl_->members.insert({m.rule, m.client.str()}).second) return {};
+    if (std::find(impl_->member_list.begin(), impl_->member_list.end(), m) != impl_->member_list.end())
+        return {};
     impl_->member_list.push_back(m);
     ++impl_->set_changes;
     return {};
 }
 Status FakeManglePort::remove_capped(const CappedClient& m) {
-    const std::string object = "capped-client set of rule " + std::to_string(m.rule + 1);
+    const std::string object = "ipset " + ipset_name(m.client.family, m.rule);
     if (impl_->set_err) return fake_error("remove " + m.client.str() + " from", object, impl_->set_err);
-    if (impl_->members.erase({m.rule, m.client.str()}) == 0) return {};
-    std::erase(impl_->member_list, m);
+    if (std::erase(impl_->member_list, m) == 0) return {};
     ++impl_->set_changes;
     return {};
 }
@@ -272,7 +305,6 @@ Result<std::vector<CappedClient>> FakeManglePort::read_capped() {
 Status FakeManglePort::flush_capped() {
     if (impl_->set_err) return fake_error("flush", "capped-client sets", impl_->set_err);
     if (!impl_->member_list.empty()) ++impl_->set_changes;
-    impl_->members.clear();
     impl_->member_list.clear();
     return {};
 }

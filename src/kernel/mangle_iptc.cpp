@@ -12,6 +12,8 @@
 #include <fstream>
 
 #include "flowshaper/kernel/mangle_iptc_port.hpp"
+#include "ipset_session.hpp"
+#include "ipset_sets.hpp"
 #include "mangle_engine.hpp"
 #include "mangle_iptc.hpp"
 
@@ -105,6 +107,8 @@ public:
         return check(api_.erase(chain.c_str(), position, h()), "delete rule from", chain);
     }
     Status commit() override { return check(api_.commit(h()), "commit table", ""); }
+    Result<uint16_t> set_index(const std::string& name) override { return ipset::index_of(name); }
+    Result<std::string> set_name(uint16_t index) override { return ipset::name_of(index); }
 
 private:
     xtc_handle* h() { return handle_.get(); }
@@ -149,33 +153,42 @@ private:
 class IptcManglePort final : public ManglePort {
 public:
     explicit IptcManglePort(IptcOptions options)
-        : source_(std::move(options)), engine_(source_, source_.options().max_attempts) {}
+        : source_(std::move(options)),
+          engine_(source_, source_.options().max_attempts),
+          sets_(static_cast<bool>(ipset::our_sets(net::Family::V4))) {}
 
     std::string backend() const override { return "iptables"; }
+    // The sets first (the rules refer to them), the rules, then the sets no rule refers to now.
     Status ensure(net::Family family, const MangleSpec& spec) override {
-        if (!spec.capped.empty()) return no_sets("ensure capped-client rules");
-        return engine_.ensure(family, spec);
+        if (auto st = validate(spec); !st) return st;
+        if (auto st = ipset::ensure_sets(family, spec.capped.size()); !st) return st;
+        if (auto st = engine_.ensure(family, spec); !st) return st;
+        return ipset::destroy_sets(family, spec.capped.size());
     }
-    Status remove_all(net::Family family) override { return engine_.remove_all(family); }
+    Status remove_all(net::Family family) override {
+        if (auto st = engine_.remove_all(family); !st) return st;
+        auto st = ipset::destroy_sets(family);
+        if (!st && absent(st.error())) return {};  // no ip_set here: no set of ours either
+        return st;
+    }
     Result<std::optional<MangleSpec>> read(net::Family family) override { return engine_.read(family); }
-    Status add_capped(const CappedClient&) override { return no_sets("add capped client"); }
-    Status remove_capped(const CappedClient&) override { return no_sets("remove capped client"); }
-    // No set of ours can exist with this backend: nothing to read or flush.
-    Result<std::vector<CappedClient>> read_capped() override { return std::vector<CappedClient>{}; }
-    Status flush_capped() override { return {}; }
+    Status add_capped(const CappedClient& m) override { return ipset::add(m); }
+    Status remove_capped(const CappedClient& m) override { return ipset::remove(m); }
+    Result<std::vector<CappedClient>> read_capped() override { return ipset::members(); }
+    Status flush_capped() override { return ipset::flush_all(); }
     Result<bool> ensure_conntrack_accounting() override {
         return enable_conntrack_accounting(source_.options().conntrack_acct_path);
     }
     uint64_t commits() const override { return engine_.commits(); }
+    // Whether the kernel's ip_set answered when the port was made (CONFIG_IP_SET).
+    bool has_kernel_sets() const override { return sets_; }
 
 private:
-    static Error no_sets(const std::string& operation) {
-        return make_error(operation, "ipset", ENOTSUP,
-                          "the iptables backend has no capped-client sets yet: use firewall = \"nftables\"");
-    }
+    static bool absent(const Error& e) { return e.code == EPROTONOSUPPORT || e.code == ENOPROTOOPT; }
 
     IptcSource source_;
     MangleEngine engine_;
+    bool sets_;
 };
 
 }  // namespace

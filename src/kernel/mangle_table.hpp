@@ -34,6 +34,11 @@ public:
     // Replaces the kernel's table with this snapshot. EAGAIN: the kernel's table changed since
     // the snapshot was taken; open a new one and redo the edits.
     virtual Status commit() = 0;
+
+    // The kernel's sets that xt_set rules refer to by index: the index of set `name` (ENOENT
+    // when it does not exist) and the name of the set with index `index`.
+    virtual Result<uint16_t> set_index(const std::string& name) = 0;
+    virtual Result<std::string> set_name(uint16_t index) = 0;
 };
 
 // Takes snapshots. The real one holds the xtables lock for as long as the snapshot lives.

@@ -8,6 +8,8 @@
 #include <linux/netfilter/xt_comment.h>
 #include <linux/netfilter/xt_connbytes.h>
 #include <linux/netfilter/xt_connmark.h>
+#include <linux/netfilter/xt_multiport.h>
+#include <linux/netfilter/xt_set.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
 
@@ -28,14 +30,24 @@ struct EntryLayout {
     size_t conditions;     // bytes of the address/interface/protocol part that must be zero
     size_t target_offset;  // offsetof(..., target_offset)
     size_t next_offset;    // offsetof(..., next_offset)
+    size_t proto;          // the u16 protocol (the only condition flowshaper writes)
+    size_t proto_flag;     // IPv6: the flags byte whose IP6T_F_PROTO makes the kernel check it
 };
 
 EntryLayout layout(net::Family family) {
     if (family == net::Family::V4)
-        return {sizeof(ipt_entry), offsetof(ipt_ip, invflags) + 1, offsetof(ipt_entry, target_offset),
-                offsetof(ipt_entry, next_offset)};
-    return {sizeof(ip6t_entry), offsetof(ip6t_ip6, invflags) + 1, offsetof(ip6t_entry, target_offset),
-            offsetof(ip6t_entry, next_offset)};
+        return {sizeof(ipt_entry),
+                offsetof(ipt_ip, invflags) + 1,
+                offsetof(ipt_entry, target_offset),
+                offsetof(ipt_entry, next_offset),
+                offsetof(ipt_ip, proto),
+                0};
+    return {sizeof(ip6t_entry),
+            offsetof(ip6t_ip6, invflags) + 1,
+            offsetof(ip6t_entry, target_offset),
+            offsetof(ip6t_entry, next_offset),
+            offsetof(ip6t_ip6, proto),
+            offsetof(ip6t_ip6, flags)};
 }
 
 // One match or target: its name, revision and payload (the xt_*info struct).
@@ -78,7 +90,8 @@ void write_part(uint8_t* at, const XtPart& part) {
     std::memcpy(at + sizeof header, part.data.data(), part.data.size());
 }
 
-Bytes build_entry(net::Family family, const std::vector<XtPart>& matches, const XtPart& target) {
+Bytes build_entry(net::Family family, const std::vector<XtPart>& matches, const XtPart& target,
+                  uint8_t l4proto = 0) {
     const EntryLayout l = layout(family);
     size_t size = l.header;
     for (const XtPart& m : matches) size += part_size(m);
@@ -93,7 +106,28 @@ Bytes build_entry(net::Family family, const std::vector<XtPart>& matches, const 
     write_part(entry.data() + at, target);
     store<uint16_t>(entry.data() + l.target_offset, static_cast<uint16_t>(target_at));
     store<uint16_t>(entry.data() + l.next_offset, static_cast<uint16_t>(size));
+    if (l4proto != 0) {
+        store<uint16_t>(entry.data() + l.proto, l4proto);
+        if (family == net::Family::V6) entry[l.proto_flag] = IP6T_F_PROTO;
+    }
     return entry;
+}
+
+// The entry's protocol condition (0: none), or nullopt when the header holds any other
+// condition (addresses, interfaces, inversions, fragments).
+std::optional<uint8_t> header_proto(net::Family family, const Bytes& entry) {
+    const EntryLayout l = layout(family);
+    Bytes conditions(entry.begin(), entry.begin() + static_cast<ptrdiff_t>(l.conditions));
+    const uint16_t proto = load<uint16_t>(conditions.data() + l.proto);
+    if (proto > 255) return std::nullopt;
+    store<uint16_t>(conditions.data() + l.proto, 0);
+    if (family == net::Family::V6) {
+        if (proto != 0 && conditions[l.proto_flag] != IP6T_F_PROTO) return std::nullopt;
+        conditions[l.proto_flag] = 0;
+    }
+    for (uint8_t b : conditions)
+        if (b != 0) return std::nullopt;
+    return static_cast<uint8_t>(proto);
 }
 
 // A match or target read back: name, revision, payload (without padding beyond `size`).
@@ -151,6 +185,39 @@ std::optional<KnownRule> parse_candidate(const std::vector<PartView>& matches, c
         info.shift_dir != 0 || info.ctmark == 0 || (info.ctmark & (info.ctmark - 1)) != 0)
         return std::nullopt;
     return CandidateRule{bytes.count.from, info.ctmark};
+}
+
+std::optional<KnownRule> parse_capped(const std::vector<PartView>& matches, const PartView& target,
+                                      uint8_t l4proto) {
+    if (matches.empty() || matches.size() > 2 || !is(matches[0], "set", 4, sizeof(xt_set_info_match_v4)))
+        return std::nullopt;
+    if (!is(target, "CONNMARK", 2, sizeof(xt_connmark_tginfo2))) return std::nullopt;
+    const auto info4 = load<xt_set_info_match_v4>(matches[0].data);
+    const auto& set = info4.match_set;
+    if (set.dim != 1 || set.flags != 0) return std::nullopt;  // one dimension, the destination
+    if (info4.flags != 0 || info4.packets.op != 0 || info4.bytes.op != 0) return std::nullopt;
+    CappedRule rule;
+    rule.set_index = set.index;
+    rule.l4proto = l4proto;
+    if (matches.size() == 2) {
+        if (!is(matches[1], "multiport", 1, sizeof(xt_multiport_v1)) || (l4proto != 6 && l4proto != 17))
+            return std::nullopt;
+        auto mp = load<xt_multiport_v1>(matches[1].data);
+        if (mp.invert != 0 || mp.count == 0 || mp.count > XT_MULTI_PORTS ||
+            (mp.flags != XT_MULTIPORT_SOURCE && mp.flags != XT_MULTIPORT_DESTINATION))
+            return std::nullopt;
+        for (unsigned i = 0; i < mp.count; ++i)
+            if (mp.pflags[i] != 0) return std::nullopt;  // ranges: never ours
+        rule.source_ports = mp.flags == XT_MULTIPORT_SOURCE;
+        rule.ports.assign(mp.ports, mp.ports + mp.count);
+    }
+    auto info = load<xt_connmark_tginfo2>(target.data);
+    if (info.mode != XT_CONNMARK_SET || info.shift_bits != 0 || info.shift_dir != 0 || info.nfmask != 0 ||
+        (info.ctmark & ~info.ctmask) != 0 || info.ctmask == 0)
+        return std::nullopt;
+    rule.ctmark_value = info.ctmark;
+    rule.ctmark_mask = info.ctmask;
+    return rule;
 }
 
 std::optional<KnownRule> parse_dscp(const std::vector<PartView>& matches, const PartView& target) {
@@ -235,8 +302,54 @@ Bytes build_jump_rule(net::Family family, const std::string& target) {
     return build_entry(family, {}, XtPart{target, 0, as_bytes(verdict)});
 }
 
-std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec) {
-    std::vector<Bytes> rules{build_restore_rule(family, spec.mark_mask)};
+Bytes build_capped_rule(net::Family family, const CappedRule& rule) {
+    // Revision 4, the one iptables 1.8.9 writes and prints back (another revision reads as
+    // "[unsupported revision]"); no counter conditions, no flags.
+    xt_set_info_match_v4 set{};
+    set.match_set.index = rule.set_index;
+    set.match_set.dim = 1;  // flags 0: the first dimension from the destination address
+    std::vector<XtPart> matches{XtPart{"set", 4, as_bytes(set)}};
+    if (!rule.ports.empty()) {
+        xt_multiport_v1 mp{};
+        mp.flags = rule.source_ports ? XT_MULTIPORT_SOURCE : XT_MULTIPORT_DESTINATION;
+        mp.count = static_cast<uint8_t>(std::min(rule.ports.size(), kMaxPorts));
+        std::copy_n(rule.ports.begin(), mp.count, mp.ports);
+        matches.push_back(XtPart{"multiport", 1, as_bytes(mp)});
+    }
+    xt_connmark_tginfo2 info{};
+    info.ctmark = rule.ctmark_value;
+    info.ctmask = rule.ctmark_mask;
+    info.mode = XT_CONNMARK_SET;
+    return build_entry(family, matches, XtPart{"CONNMARK", 2, as_bytes(info)}, rule.l4proto);
+}
+
+std::vector<CappedRule> capped_rules(const MangleSpec& spec, size_t i, uint16_t set_index) {
+    const MangleSpec::CappedMatch& c = spec.capped[i];
+    const MangleSpec::DscpRule& d = spec.dscp_rules[i];
+    const CappedRule base{set_index, c.l4proto, true, {}, d.ctmark_value, d.ctmark_mask};
+    std::vector<CappedRule> out;
+    auto add = [&](const std::vector<uint16_t>& ports, bool source) {
+        for (size_t at = 0; at < ports.size(); at += kMaxPorts) {
+            CappedRule r = base;
+            r.source_ports = source;
+            r.ports.assign(ports.begin() + static_cast<ptrdiff_t>(at),
+                           ports.begin() + static_cast<ptrdiff_t>(std::min(ports.size(), at + kMaxPorts)));
+            out.push_back(std::move(r));
+        }
+    };
+    add(c.local_ports, true);
+    add(c.remote_ports, false);
+    if (out.empty()) out.push_back(base);
+    return out;
+}
+
+std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec,
+                               const std::vector<uint16_t>& set_indices) {
+    std::vector<Bytes> rules;
+    for (size_t i = 0; i < spec.capped.size() && i < set_indices.size() && i < spec.dscp_rules.size(); ++i)
+        for (const CappedRule& r : capped_rules(spec, i, set_indices[i]))
+            rules.push_back(build_capped_rule(family, r));
+    rules.push_back(build_restore_rule(family, spec.mark_mask));
     if (spec.candidate) rules.push_back(build_candidate_rule(family, *spec.candidate));
     for (const DscpRule& r : spec.dscp_rules) rules.push_back(build_dscp_rule(family, r));
     return rules;
@@ -245,8 +358,8 @@ std::vector<Bytes> build_chain(net::Family family, const MangleSpec& spec) {
 std::optional<KnownRule> parse_rule(net::Family family, const Bytes& entry, const std::string& target) {
     const EntryLayout l = layout(family);
     if (entry.size() < l.header) return std::nullopt;
-    for (size_t i = 0; i < l.conditions; ++i)
-        if (entry[i] != 0) return std::nullopt;  // addresses, interfaces, protocol, flags
+    const std::optional<uint8_t> proto = header_proto(family, entry);  // no other condition
+    if (!proto) return std::nullopt;
     const size_t target_at = load<uint16_t>(entry.data() + l.target_offset);
     const size_t end_at = load<uint16_t>(entry.data() + l.next_offset);
     if (end_at != entry.size() || target_at < l.header || target_at >= end_at) return std::nullopt;
@@ -260,6 +373,9 @@ std::optional<KnownRule> parse_rule(net::Family family, const Bytes& entry, cons
     }
     auto t = read_part(entry.data() + target_at, entry.data() + end_at);
     if (!t) return std::nullopt;
+    if (target == "CONNMARK" && !matches.empty() && matches[0].name == "set")
+        return parse_capped(matches, *t, *proto);
+    if (*proto != 0) return std::nullopt;  // only the capped-client rules match a protocol
     if (target == "CONNMARK") return matches.empty() ? parse_restore(*t) : parse_candidate(matches, *t);
     if (target == "DSCP") return parse_dscp(matches, *t);
     if (matches.empty() && !target.empty() && t->size == XT_ALIGN(sizeof(int))) return JumpRule{target};
@@ -274,8 +390,25 @@ std::string target_name(net::Family family, const Bytes& entry) {
     return t ? t->name : std::string{};
 }
 
-std::string describe(const KnownRule& rule) {
+static std::string describe_capped(const CappedRule& c, const std::string& set_name) {
     char buf[128];
+    std::string out;
+    if (c.l4proto)
+        out += c.l4proto == 6    ? "-p tcp "
+               : c.l4proto == 17 ? "-p udp "
+                                 : "-p " + std::to_string(c.l4proto) + " ";
+    out += "-m set --match-set " + (set_name.empty() ? "#" + std::to_string(c.set_index) : set_name) + " dst";
+    if (!c.ports.empty()) {
+        out += std::string(" -m multiport ") + (c.source_ports ? "--sports " : "--dports ");
+        for (size_t i = 0; i < c.ports.size(); ++i) out += (i ? "," : "") + std::to_string(c.ports[i]);
+    }
+    std::snprintf(buf, sizeof buf, " -j CONNMARK --set-xmark 0x%x/0x%x", c.ctmark_value, c.ctmark_mask);
+    return out + buf;
+}
+
+std::string describe(const KnownRule& rule, const std::string& set_name) {
+    char buf[128];
+    if (auto* c = std::get_if<CappedRule>(&rule)) return describe_capped(*c, set_name);
     if (auto* r = std::get_if<RestoreRule>(&rule)) {
         std::snprintf(buf, sizeof buf, "-j CONNMARK --restore-mark --nfmask 0x%x --ctmask 0x%x", r->mask,
                       r->mask);
@@ -306,10 +439,13 @@ void set_source_v4(Bytes& entry, uint32_t address_network_order, uint32_t mask_n
 
 namespace flowshaper::kernel {
 
-std::vector<std::string> render_save_lines(const MangleSpec& spec) {
+std::vector<std::string> render_save_lines(const MangleSpec& spec, net::Family family) {
     std::vector<std::string> lines{std::string(":") + kMangleChain + " - [0:0]",
                                    std::string("-A ") + kMangleHook + " -j " + kMangleChain};
     const std::string prefix = std::string("-A ") + kMangleChain + " ";
+    for (size_t i = 0; i < spec.capped.size() && i < spec.dscp_rules.size(); ++i)
+        for (const auto& r : mangle::capped_rules(spec, i, 0))
+            lines.push_back(prefix + mangle::describe(r, ipset_name(family, i)));
     lines.push_back(prefix + mangle::describe(mangle::RestoreRule{spec.mark_mask}));
     if (spec.candidate) lines.push_back(prefix + mangle::describe(*spec.candidate));
     for (const auto& r : spec.dscp_rules) lines.push_back(prefix + mangle::describe(r));

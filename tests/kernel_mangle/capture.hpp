@@ -20,7 +20,8 @@ namespace flowshaper::testing {
 struct Packet {
     int dport = 0;
     int sport = 0;
-    std::string tos;  // "0x20"; "0x0" when tcpdump prints no IPv6 traffic class
+    std::string tos;    // "0x20"; "0x0" when tcpdump prints no IPv6 traffic class
+    std::string flags;  // TCP flags as tcpdump prints them ("S.", "P.", ...); empty for UDP
 };
 
 // tcpdump -n -v in the client namespace, for `count` UDP packets (bounded by a timeout).
@@ -59,12 +60,13 @@ public:
         }
         std::vector<Packet> out;
         static const std::regex tos(R"((?:tos|class) (0x[0-9a-f]+))"),
-            port(R"([0-9a-f:.]+\.(\d+) > [0-9a-f:.]+\.(\d+): )");
+            port(R"([0-9a-f:.]+\.(\d+) > [0-9a-f:.]+\.(\d+): )"), flags(R"(Flags \[([^\]]*)\])");
         for (const auto& r : records) {
-            std::smatch t, p;
+            std::smatch t, p, f;
             if (!std::regex_search(r, p, port)) continue;
-            out.push_back(
-                {std::stoi(p[2]), std::stoi(p[1]), std::regex_search(r, t, tos) ? t[1].str() : "0x0"});
+            out.push_back({std::stoi(p[2]), std::stoi(p[1]),
+                           std::regex_search(r, t, tos) ? t[1].str() : "0x0",
+                           std::regex_search(r, f, flags) ? f[1].str() : ""});
         }
         return out;
     }

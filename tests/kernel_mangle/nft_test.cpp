@@ -1,6 +1,6 @@
 // What only the nftables backend has: one transaction per change (a rejected batch leaves the
-// old table), the capped-client sets marking a new connection from its first packet, and the
-// NFNLGRP_NFTABLES events that tell the daemon someone else removed the table.
+// old table) and the NFNLGRP_NFTABLES events that tell the daemon someone else removed the table.
+// The capped-client sets of both backends are in capped_sets_test.cpp.
 #include <poll.h>
 
 #include <catch2/catch.hpp>
@@ -60,70 +60,6 @@ TEST_CASE("nftables: a rejected batch leaves the old table as it was") {
     INFO(out.error().text());
     CHECK(out.error().text().find("Could not process rule") != std::string::npos);
     CHECK(ns.exec_ok("nft -j list ruleset") == before);
-}
-
-TEST_CASE("nftables: capped sets are kept across a table rewrite and read back after a restart") {
-    require_netns_privileges();
-    Netns ns("ns");
-    EnterNetns in(ns);
-    auto port = nft_port();
-    for (auto f : {Family::V4, Family::V6}) REQUIRE(port->ensure(f, capped_spec(6, {143, 993})));
-    const CappedClient a{0, *Address::parse("192.0.2.7")}, b{0, *Address::parse("2001:db8::7")};
-    REQUIRE(port->add_capped(a));
-    REQUIRE(port->add_capped(a));  // already there: not an error
-    REQUIRE(port->add_capped(b));
-    CHECK(ns.exec_ok("nft list set inet flowshaper capped4_0").find("192.0.2.7") != std::string::npos);
-    MangleSpec changed = capped_spec(6, {143, 993});
-    changed.dscp_rules[0].dscp = 10;
-    REQUIRE(port->ensure(Family::V4, changed));  // the table is replaced whole
-    auto restarted = nft_port();
-    auto members = restarted->read_capped();
-    REQUIRE(members);
-    CHECK(*members == std::vector<CappedClient>{a, b});
-    REQUIRE(restarted->remove_capped(a));
-    REQUIRE(restarted->remove_capped(a));  // gone already: not an error
-    REQUIRE(restarted->flush_capped());
-    CHECK(ns.exec_ok("nft list set inet flowshaper capped6_0").find("2001:db8::7") == std::string::npos);
-}
-
-TEST_CASE("nftables: every packet of a capped client's new connection carries the DSCP from the first one") {
-    require_netns_privileges();
-    VethPair net("nc");
-    net.add_client_address("10.200.0.3/24");
-    {
-        EnterNetns in(net.server);
-        auto port = nft_port();
-        REQUIRE(port->ensure(Family::V4, capped_spec(6, {40020})));
-        REQUIRE(port->add_capped({0, *Address::parse(VethPair::kClientV4)}));
-    }
-    net.server.exec_ok(
-        "sh -c 'python3 -c \"import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-        "socket.SO_REUSEADDR, 1); "
-        "s.bind((\\\"0.0.0.0\\\",40020)); s.listen(4); [(c.sendall(b\\\"y\\\"*3000), c.close()) for c in "
-        "(s.accept()[0] for _ in range(2))]\" >/dev/null 2>&1 &'");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    Capture capture(net.client, 4, "tcp and src port 40020");
-    REQUIRE(capture.listening());
-    const std::string get =
-        "python3 -c 'import socket,sys; c=socket.create_connection((\"10.200.0.1\",40020), "
-        "source_address=(sys.argv[1],0)); [c.recv(9000) for _ in range(3)]' ";
-    net.client.exec_ok(get + VethPair::kClientV4);  // capped: SYN-ACK and data marked
-    auto capped = capture.packets();
-    INFO(capture.raw());
-    REQUIRE(capped.size() >= 3);
-    for (const auto& p : capped) CHECK(p.tos == "0x20");
-    Capture other(net.client, 3, "tcp and src port 40020");
-    REQUIRE(other.listening());
-    net.client.exec_ok(get + "10.200.0.3");  // not capped
-    auto plain = other.packets();
-    INFO(other.raw());
-    REQUIRE(plain.size() == 3);
-    for (const auto& p : plain) CHECK(p.tos == "0x0");
-    // The kernel wrote the capped client's ctmark, and only its.
-    CHECK(net.server.exec_ok("conntrack -L -p tcp -s 10.200.0.2 --dport 40020").find("mark=65536") !=
-          std::string::npos);
-    CHECK(net.server.exec_ok("conntrack -L -p tcp -s 10.200.0.3 --dport 40020").find("mark=0") !=
-          std::string::npos);
 }
 
 TEST_CASE("nftables: someone deleting the table makes change_fd readable; flowshaper's own writes do not") {

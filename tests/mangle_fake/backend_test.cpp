@@ -90,6 +90,30 @@ TEST_CASE("capped sets: members need their rule's set, adds and removes are idem
     CHECK(port.add_capped(a).error().code == ENOBUFS);
 }
 
+TEST_CASE("the fake writes the capped-client rules as libiptc does, and its sets come and go with them") {
+    FakeManglePort port;
+    MangleSpec spec = capped_rule();
+    REQUIRE(port.ensure(net::Family::V4, spec));
+    auto lines = port.lines(net::Family::V4);
+    REQUIRE(lines.size() >= 4);
+    CHECK(
+        lines[2] ==
+        "-A FLOWSHAPER -p tcp -m set --match-set flowshaper-r0-v4 dst -m multiport --sports 993 -j CONNMARK "
+        "--set-xmark 0x10000/0xff0000");
+    CHECK(lines[3].find("--restore-mark") != std::string::npos);
+    const CappedClient a{0, *net::Address::parse("192.0.2.7")};
+    REQUIRE(port.add_capped(a));
+    const uint64_t commits = port.commits();
+    REQUIRE(port.ensure(net::Family::V4, spec));
+    CHECK(port.commits() == commits);  // the same rules: nothing committed, the member stays
+    CHECK(*port.read_capped() == std::vector<CappedClient>{a});
+    spec.capped.clear();  // a policy without kernel sets: the rule and the set go
+    REQUIRE(port.ensure(net::Family::V4, spec));
+    CHECK(port.lines(net::Family::V4)[2].find("--restore-mark") != std::string::npos);
+    CHECK(port.read_capped()->empty());
+    CHECK(port.add_capped(a).error().code == ENOENT);
+}
+
 TEST_CASE("a spec whose capped matches do not fit its rules is refused with the rule named") {
     MangleSpec spec = capped_rule();
     spec.capped[0].l4proto = 0;  // ports without a protocol

@@ -119,3 +119,36 @@ TEST_CASE("rules are described as iptables-legacy-save prints them") {
           "-m connbytes --connbytes 500000000 --connbytes-mode bytes --connbytes-dir both -j CONNMARK "
           "--set-xmark 0x800000/0x800000");
 }
+
+TEST_CASE("capped-client rules parse back with their protocol, and more than 15 ports take more rules") {
+    const Family family = GENERATE(Family::V4, Family::V6);
+    flowshaper::kernel::MangleSpec spec;
+    spec.mark_mask = 0x00ff0000;
+    spec.dscp_rules.push_back({0x00010000, 0x00ff0000, 8, ""});
+    std::vector<uint16_t> many;
+    for (uint16_t p = 1000; p < 1020; ++p) many.push_back(p);
+    spec.capped.push_back({6, many, {25}});
+    auto rules = capped_rules(spec, 0, 7);
+    REQUIRE(rules.size() == 3);  // 15 + 5 source ports, 1 destination port
+    CHECK(rules[0].ports.size() == 15);
+    CHECK(rules[1].ports == std::vector<uint16_t>(many.begin() + 15, many.end()));
+    CHECK_FALSE(rules[2].source_ports);
+    for (const auto& r : rules) {
+        Bytes entry = build_capped_rule(family, r);
+        CHECK(parse_rule(family, entry, "CONNMARK") == KnownRule{r});
+    }
+    CHECK(describe(rules[2], "flowshaper-r0-v4") ==
+          "-p tcp -m set --match-set flowshaper-r0-v4 dst -m multiport --dports 25 -j CONNMARK --set-xmark "
+          "0x10000/0xff0000");
+    // Without ports: one rule, with or without a protocol.
+    spec.capped[0] = {0, {}, {}};
+    auto any = capped_rules(spec, 0, 3);
+    REQUIRE(any.size() == 1);
+    CHECK(parse_rule(family, build_capped_rule(family, any[0]), "CONNMARK") == KnownRule{any[0]});
+    // A protocol on a rule of another shape is not ours.
+    Bytes restore = build_restore_rule(family, 0x00ff0000);
+    Bytes with_proto = build_capped_rule(family, rules[0]);
+    const size_t proto_at = family == Family::V4 ? offsetof(ipt_ip, proto) : offsetof(ip6t_ip6, proto);
+    std::memcpy(restore.data() + proto_at, with_proto.data() + proto_at, 2);
+    CHECK_FALSE(parse_rule(family, restore, "CONNMARK"));
+}

@@ -1,7 +1,9 @@
 // In-memory mangle port for logic tests. It runs the same convergence and retry code as the
 // libiptc port against an in-memory table with libiptc's rules (EAGAIN when the table changed
 // since it was read, ENOTEMPTY/EMLINK when deleting a chain that holds or receives rules), and
-// keeps capped-client sets in memory (with the same checks as the real backends).
+// keeps capped-client sets in memory as the libiptc port keeps its ipsets: named by ipset_name(),
+// created before the capped-client rules that refer to them by index, destroyed (with their
+// members) when no rule refers to them any more or by remove_all().
 #pragma once
 
 #include <memory>

@@ -8,14 +8,25 @@
 //                 -j CONNMARK --set-xmark B/B       (optional: the candidate flag)
 //   -A FLOWSHAPER -m connmark --mark V/R [-m comment --comment C] -j DSCP --set-dscp D
 //                                                               (one per [[detect]] rule)
+// With capped-client sets (MangleSpec::capped), first in the chain, per [[detect]] rule i:
+//   -A FLOWSHAPER [-p tcp|udp] -m set --match-set flowshaper-r<i>-v4 dst
+//                 [-m multiport --sports P,...] [-m multiport --dports P,...]
+//                 -j CONNMARK --set-xmark V/R   (V/R: rule i's ctmark; one rule per port side and
+//                 per 15 ports; no port list: one rule)
+// with the ipset (hash:ip, family inet / inet6, through libipset) flowshaper-r<i>-v4 / -v6 created
+// before the rule that refers to it and destroyed after it (remove_all destroys every set named
+// flowshaper-r<N>-v4/-v6 of the family, and no other). No --ctstate: for a server rule the first
+// packet toward the client is the SYN-ACK, which is not NEW; every packet to a member matches,
+// which also marks the member's connections that began before it was capped.
 // Nothing else in the table is ever touched: other rules of POSTROUTING and other chains stay
 // byte-identical. Every change of a family happens in one atomic commit under the xtables lock.
-// Capped-client sets (MangleSpec::capped) are not supported by this backend yet (ENOTSUP).
 #pragma once
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flowshaper/kernel/mangle_port.hpp"
@@ -36,7 +47,12 @@ struct IptcOptions {
 std::unique_ptr<ManglePort> make_iptc_mangle_port(IptcOptions options = {});
 
 // The rules of `spec` as iptables-legacy-save prints them (for humans, `plan`, and docs).
-std::vector<std::string> render_save_lines(const MangleSpec& spec);
+std::vector<std::string> render_save_lines(const MangleSpec& spec, net::Family family = net::Family::V4);
+
+// The ipset of capped clients of [[detect]] rule `rule` (0-based): "flowshaper-r<rule>-v4" / "-v6".
+std::string ipset_name(net::Family family, size_t rule);
+// The rule and family of one of flowshaper's set names; nullopt for any other name.
+std::optional<std::pair<size_t, net::Family>> parse_ipset_name(const std::string& name);
 
 // Whether the legacy mangle/filter/nat tables of the current namespace hold any rule (a host
 // that uses iptables-legacy); an error when the legacy tables cannot be read at all.
