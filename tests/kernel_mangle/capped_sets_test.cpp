@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "backends.hpp"
 #include "capture.hpp"
 #include "flowshaper/kernel/mangle_backend.hpp"
 #include "netns.hpp"
@@ -30,16 +31,6 @@ MangleSpec capped_spec(uint8_t l4proto, std::vector<uint16_t> local_ports,
     return spec;
 }
 
-std::unique_ptr<flowshaper::kernel::ManglePort> open_port(MangleBackend backend) {
-    auto port = flowshaper::kernel::make_mangle_port(backend);
-    REQUIRE(port);
-    return std::move(*port);
-}
-
-const char* name(MangleBackend b) {
-    return b == MangleBackend::Nftables ? "nftables" : "iptables";
-}
-
 // The members of rule 0's set of `f` as the backend's own tool lists them.
 std::string set_listing(const Netns& ns, MangleBackend backend, Family f) {
     std::string out;
@@ -48,20 +39,6 @@ std::string set_listing(const Netns& ns, MangleBackend backend, Family f) {
                 &out);
     else
         ns.exec(std::string("ipset list flowshaper-r0-") + (f == Family::V4 ? "v4" : "v6"), &out);
-    return out;
-}
-
-// Everything the namespace's firewall holds: nf_tables, legacy mangle tables, ipsets.
-std::string firewall(const Netns& ns) {
-    std::string out = ns.exec_ok("nft -j list ruleset");
-    for (const char* save :
-         {"iptables-legacy-save -t mangle", "ip6tables-legacy-save -t mangle", "ipset save"}) {
-        std::string text;
-        ns.exec(save, &text);
-        std::istringstream in(text);
-        for (std::string line; std::getline(in, line);)
-            if (!line.empty() && line[0] != '#') out += line + "\n";
-    }
     return out;
 }
 
@@ -144,7 +121,7 @@ TEST_CASE(
     ns.exec_ok("ipset create othertool hash:ip");
     ns.exec_ok("ipset add othertool 198.51.100.9");
     ns.exec_ok("ipset create flowshaper-other hash:ip");  // not a name of ours
-    const std::string before = firewall(ns);
+    const std::string before = ruleset(ns);
     EnterNetns in(ns);
     auto port = open_port(backend);
     for (auto f : {Family::V4, Family::V6}) REQUIRE(port->ensure(f, capped_spec(6, {143, 993}, {2525})));
@@ -176,7 +153,7 @@ TEST_CASE(
     CHECK(set_listing(ns, backend, Family::V6).find("2001:db8::7") == std::string::npos);
     CHECK(ns.exec_ok("ipset list othertool").find("198.51.100.9") != std::string::npos);
     for (auto f : {Family::V4, Family::V6}) REQUIRE(restarted->remove_all(f));
-    CHECK(firewall(ns) == before);
+    CHECK(ruleset(ns) == before);
 }
 
 TEST_CASE("iptables: the capped-client rules read back with iptables-legacy-save, no unsupported revision") {

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
+#include "backends.hpp"
 #include "capture.hpp"
 #include "flowshaper/kernel/mangle_backend.hpp"
 #include "netns.hpp"
@@ -26,26 +27,6 @@ MangleSpec heavy_rule() {
     return spec;
 }
 
-// Everything a ruleset holds, as the two independent tools list it (nft sees nf_tables tables,
-// iptables-nft's included; iptables-legacy-save the legacy mangle tables).
-std::string ruleset(const Netns& ns) {
-    std::string out = ns.exec_ok("nft -j list ruleset");
-    for (const char* save : {"iptables-legacy-save -t mangle", "ip6tables-legacy-save -t mangle"}) {
-        std::string text;
-        ns.exec(save, &text);
-        std::istringstream in(text);
-        for (std::string line; std::getline(in, line);)
-            if (!line.empty() && line[0] != '#') out += line + "\n";
-    }
-    return out;
-}
-
-std::unique_ptr<flowshaper::kernel::ManglePort> open_port(MangleBackend backend) {
-    auto port = flowshaper::kernel::make_mangle_port(backend);
-    REQUIRE(port);
-    return std::move(*port);
-}
-
 // Our objects as the backend's independent tool lists them.
 std::string listed(const Netns& ns, MangleBackend backend) {
     if (backend == MangleBackend::Nftables) {
@@ -54,10 +35,6 @@ std::string listed(const Netns& ns, MangleBackend backend) {
         return out;
     }
     return ns.exec_ok("iptables-legacy-save -t mangle") + ns.exec_ok("ip6tables-legacy-save -t mangle");
-}
-
-const char* name(MangleBackend b) {
-    return b == MangleBackend::Nftables ? "nftables" : "iptables";
 }
 
 }  // namespace
