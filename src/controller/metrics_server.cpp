@@ -93,9 +93,14 @@ MetricsServer::~MetricsServer() {
 
 std::string MetricsServer::address() const {
     const auto& l = settings_.listen;
-    const std::string host =
-        l.address.family == net::Family::V4 ? l.address.str() : "[" + l.address.str() + "]";
-    return host + ":" + std::to_string(port_ ? port_ : l.port);
+    // Appended piece by piece: "[" + str would trip GCC 12's -Wrestrict false positive (bug 105651).
+    std::string out;
+    if (l.address.family == net::Family::V6) out += '[';
+    out += l.address.str();
+    if (l.address.family == net::Family::V6) out += ']';
+    out += ':';
+    out += std::to_string(port_ ? port_ : l.port);
+    return out;
 }
 
 Status MetricsServer::open() {
