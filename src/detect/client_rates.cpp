@@ -75,11 +75,13 @@ void ClientRates::update_rates(double dt_s) {
         const double to_now = dt_s > 0 ? static_cast<double>(c.to_delta) * 8 / dt_s : 0;
         const double from_now = dt_s > 0 ? static_cast<double>(c.from_delta) * 8 / dt_s : 0;
         for (int i = 0; i < 3 && dt_s > 0; ++i) {
-            const double weight = 1 - std::exp(-dt_s / kPeriodsS[i]);
+            // The first interval known for a client is all there is to average: take it whole.
+            const double weight = c.measured ? 1 - std::exp(-dt_s / kPeriodsS[i]) : 1.0;
             c.to_rate[i] += weight * (to_now - c.to_rate[i]);
             c.from_rate[i] += weight * (from_now - c.from_rate[i]);
         }
         c.to_delta = c.from_delta = 0;
+        if (dt_s > 0) c.measured = true;
     }
 }
 

@@ -101,7 +101,19 @@ TEST_CASE(
     CHECK(rows[1].client == kClient);
     CHECK(rows[1].to_bytes == 1'000'000);
     CHECK(rows[1].from_bytes == 10'000);
-    CHECK(rows[1].to_bits_per_s[0] == Approx(8e6 * (1 - std::exp(-0.5))).epsilon(0.001));
+    CHECK(rows[1].to_bits_per_s[0] == 8'000'000);  // the first interval is taken whole
+}
+
+TEST_CASE("a new talker shows its rate at once over all three periods, then they part") {
+    ClientRates rates;
+    rates.observe(0, {served(1, kClient, 0, 0)}, kLocal);
+    rates.observe(1000, {served(1, kClient, 5'000'000, 0)}, kLocal);  // 40 Mbit/s in its first second
+    auto r = rates.rows().at(0);
+    for (int i = 0; i < 3; ++i) CHECK(r.to_bits_per_s[i] == 40'000'000);
+    rates.observe(2000, {served(1, kClient, 5'000'000, 0)}, kLocal);  // then silence
+    r = rates.rows().at(0);
+    CHECK(r.to_bits_per_s[0] == Approx(40e6 * std::exp(-0.5)).epsilon(0.001));
+    CHECK(r.to_bits_per_s[2] == Approx(40e6 * std::exp(-1.0 / 40)).epsilon(0.001));
 }
 
 TEST_CASE("local-to-local traffic has no client and the first dump only sets the baseline") {
@@ -127,7 +139,7 @@ TEST_CASE("a connection that begins between dumps counts in full, one that ends 
     rates.observe(1000, {ended, served(2, kClient, 1'000'000, 0)}, kLocal);
     auto r = *row_of(rates.rows(), kClient);
     CHECK(r.flows == 1);
-    CHECK(r.to_bits_per_s[0] == Approx(16e6 * (1 - std::exp(-0.5))).epsilon(0.001));
+    CHECK(r.to_bits_per_s[0] == 16'000'000);
     CHECK(rates.flows() == 1);
 }
 
@@ -162,6 +174,6 @@ TEST_CASE("a reused conntrack id with another client is a new connection, not a 
     rates.observe(1000, {served(1, kOther, 1000, 0)}, kLocal);
     auto other = row_of(rates.rows(), kOther);
     REQUIRE(other);
-    CHECK(other->to_bits_per_s[0] == Approx(8000 * (1 - std::exp(-0.5))).epsilon(0.01));
+    CHECK(other->to_bits_per_s[0] == 8000);
     CHECK(row_of(rates.rows(), kClient) == nullptr);  // no connection, no rate: forgotten
 }

@@ -11,9 +11,11 @@
 //
 // Rates are exponentially weighted moving averages with time constants of 2 s, 10 s and 40 s
 // (the periods iftop shows), updated at each dump with the bytes since the previous one, so
-// irregular dump intervals weigh correctly. A client is forgotten once it has no connection and
-// its 40 s rate has fallen below 1 bit/s. State is bounded by `max_flows` connections and
-// `max_clients` clients: beyond them new ones are not tracked (counted in dropped()).
+// irregular dump intervals weigh correctly. A client's first measured interval sets all three
+// (the average of everything known), so a new talker shows its rate at once, not a ramp from 0. A client is
+// forgotten once it has no connection and its 40 s rate has fallen below 1 bit/s. State is bounded by
+// `max_flows` connections and `max_clients` clients: beyond them new ones are not tracked (counted in
+// dropped()).
 #pragma once
 
 #include <cstddef>
@@ -58,6 +60,7 @@ private:
         double to_rate[3] = {0, 0, 0}, from_rate[3] = {0, 0, 0};  // bits/s
         uint64_t to_delta = 0, from_delta = 0;                    // bytes since the last dump
         uint64_t flows = 0, to_bytes = 0, from_bytes = 0;
+        bool measured = false;  // a rate has been computed (else the first one is taken whole)
     };
     struct AddressHash {
         size_t operator()(const net::Address& a) const;
