@@ -26,7 +26,8 @@ TempPolicy::~TempPolicy() {
     std::remove(path_.c_str());
 }
 
-Daemon::Daemon(const Netns& ns, const std::string& policy_path) {
+Daemon::Daemon(const Netns& ns, const std::string& policy_path,
+               const std::vector<std::pair<std::string, std::string>>& env) {
     log_path_ = policy_path + ".log";
     pid_ = fork();
     REQUIRE(pid_ >= 0);
@@ -36,6 +37,7 @@ Daemon::Daemon(const Netns& ns, const std::string& policy_path) {
             dup2(fileno(log), STDERR_FILENO);
             dup2(fileno(log), STDOUT_FILENO);
         }
+        for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
         execlp("ip", "ip", "netns", "exec", ns.name().c_str(), FLOWSHAPER_BIN, "run", policy_path.c_str(),
                static_cast<char*>(nullptr));
         _exit(127);
@@ -121,6 +123,31 @@ std::string mangle_save(const Netns& ns, bool v6) {
         kept += line + "\n";
     }
     return kept;
+}
+
+size_t count_lines(const std::string& text, const std::string& needle) {
+    size_t n = 0;
+    for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+std::ostream& operator<<(std::ostream& os, const KernelCounts& c) {
+    return os << "qdiscs " << c.qdiscs << ", classes " << c.classes << ", filters " << c.filters
+              << ", mangle rules " << c.rules4 << " + " << c.rules6;
+}
+
+KernelCounts kernel_counts(const Netns& ns, const std::string& dev) {
+    KernelCounts c;
+    c.qdiscs = tc_json(ns, "qdisc show dev " + dev).size();
+    auto classes = tc_class_table(ns, dev);
+    c.classes = classes.size();
+    std::vector<std::string> parents = {"f5:"};
+    for (const auto& [handle, cls] : classes) parents.push_back(handle);
+    for (const auto& parent : parents)
+        c.filters += count_lines(ns.exec_ok("tc filter show dev " + dev + " parent " + parent), " fh ");
+    c.rules4 = count_lines(mangle_save(ns, false), "\n-A ");
+    c.rules6 = count_lines(mangle_save(ns, true), "\n-A ");
+    return c;
 }
 
 }  // namespace flowshaper::testing

@@ -4,7 +4,10 @@
 #include <sys/types.h>
 
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "netns.hpp"
 #include "tc_text.hpp"
@@ -24,7 +27,9 @@ private:
 // The daemon as a child process; stopped with SIGTERM (or killed) in the destructor.
 class Daemon {
 public:
-    Daemon(const Netns& ns, const std::string& policy_path);
+    // `env`: variables set for the daemon only (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
+    Daemon(const Netns& ns, const std::string& policy_path,
+           const std::vector<std::pair<std::string, std::string>>& env = {});
     ~Daemon();
     // Sends a signal and waits for the exit; returns the exit status (128+sig when killed).
     int stop(int sig);
@@ -45,5 +50,16 @@ std::string flowid_of(const Netns& ns, const std::string& dev, const std::string
 // `conntrack -L` lines of the namespace that contain every one of `parts`.
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts);
 std::string mangle_save(const Netns& ns, bool v6);
+
+// Everything flowshaper may have created on `dev`, counted with tc and iptables-legacy-save:
+// qdiscs, classes, filters under the root qdisc and under every class (each u32 node, hash table
+// and link), and the mangle rules of both families.
+struct KernelCounts {
+    size_t qdiscs = 0, classes = 0, filters = 0, rules4 = 0, rules6 = 0;
+    bool operator==(const KernelCounts&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const KernelCounts& c);
+KernelCounts kernel_counts(const Netns& ns, const std::string& dev = "veth-s");
+size_t count_lines(const std::string& text, const std::string& needle);
 
 }  // namespace flowshaper::testing

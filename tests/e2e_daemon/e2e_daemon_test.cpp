@@ -42,39 +42,6 @@ double l2_rate(const Netns& ns, const std::string& classid, std::chrono::seconds
     return static_cast<double>(b1 - b0) * 8 / secs;
 }
 
-size_t count_lines(const std::string& text, const std::string& needle) {
-    size_t n = 0;
-    for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
-    return n;
-}
-
-// Everything flowshaper may have created, counted with tc and iptables-legacy-save: qdiscs, classes,
-// filters under the root qdisc and under every class (each u32 node, hash table and link), and
-// the mangle rules of both families.
-struct KernelCounts {
-    size_t qdiscs = 0, classes = 0, filters = 0, rules4 = 0, rules6 = 0;
-    bool operator==(const KernelCounts&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const KernelCounts& c) {
-    return os << "qdiscs " << c.qdiscs << ", classes " << c.classes << ", filters " << c.filters
-              << ", mangle rules " << c.rules4 << " + " << c.rules6;
-}
-
-KernelCounts kernel_counts(const Netns& ns) {
-    KernelCounts c;
-    c.qdiscs = tc_json(ns, "qdisc show dev veth-s").size();
-    auto classes = tc_class_table(ns, "veth-s");
-    c.classes = classes.size();
-    std::vector<std::string> parents = {"f5:"};
-    for (const auto& [handle, cls] : classes) parents.push_back(handle);
-    for (const auto& parent : parents)
-        c.filters += count_lines(ns.exec_ok("tc filter show dev veth-s parent " + parent), " fh ");
-    c.rules4 = count_lines(mangle_save(ns, false), "\n-A ");
-    c.rules6 = count_lines(mangle_save(ns, true), "\n-A ");
-    return c;
-}
-
 void classic_case(const std::string& client, const std::string& light_client,
                   const std::string& filter_needle) {
     require_netns_privileges();

@@ -1,0 +1,97 @@
+// Helpers of the fault suite: a daemon in a namespace pair with every outside face switched on
+// (status socket, metrics, audit trail), a stand-in for systemd's notify socket, and waits that
+// time how long the kernel takes to be right again, read with tc and iptables-legacy-save.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace flowshaper::testing {
+
+// systemd's side of sd_notify: a datagram socket the daemon's NOTIFY_SOCKET names.
+class NotifySocket {
+public:
+    NotifySocket();
+    ~NotifySocket();
+    NotifySocket(const NotifySocket&) = delete;
+    NotifySocket& operator=(const NotifySocket&) = delete;
+    const std::string& path() const { return path_; }
+    // The next datagram, or nullopt after `timeout_ms`.
+    std::optional<std::string> next(int timeout_ms);
+    // Reads datagrams until one contains `needle` (returned) or `timeout_ms` passes; every
+    // datagram read on the way is appended to `seen` when given.
+    std::optional<std::string> wait_for(const std::string& needle, int timeout_ms,
+                                        std::vector<std::string>* seen = nullptr);
+
+private:
+    int fd_ = -1;
+    std::string path_;
+};
+
+// One JSON-lines request on the daemon's status socket; throws on a connection error or timeout.
+nlohmann::json status_request(const std::string& socket_path, const nlohmann::json& request,
+                              int timeout_ms = 5000);
+
+// Milliseconds until `done()` holds (checked every `step_ms`), or nullopt after `timeout_ms`.
+std::optional<double> time_until(const std::function<bool()>& done, int timeout_ms, int step_ms = 10);
+
+// The value of an unlabelled metric in Prometheus text, or nullopt when absent.
+std::optional<double> metric_value(const std::string& text, const std::string& name);
+
+// The parts of the server namespace's tc tree that flowshaper owns, as tc prints them (without
+// counters): what a repair must bring back exactly.
+std::string tc_tree_text(const Netns& ns, const std::string& dev = "veth-s");
+
+// A daemon on the server side of a VethPair with status socket, metrics on 127.0.0.1:9469 and
+// an audit trail; the policy is a [settings] table with those three plus `settings` (TOML lines
+// such as `firewall = "iptables"`), then `body`.
+class FaultRig {
+public:
+    static constexpr int kMetricsPort = 9469;
+    FaultRig(const std::string& tag, const std::string& settings, const std::string& body);
+    ~FaultRig();
+
+    VethPair net;
+    std::string socket_path, audit_path;
+    std::unique_ptr<TempPolicy> policy;
+    std::unique_ptr<Daemon> daemon;
+
+    // Starts (again) a daemon on the policy; waits for "ready" in its log.
+    void start(const std::vector<std::pair<std::string, std::string>>& env = {});
+    void write_policy(const std::string& settings, const std::string& body) const;
+    nlohmann::json snapshot() const;  // {"cmd":"status"}'s snapshot
+    uint64_t counter(const std::string& name) const { return snapshot()["counters"][name].get<uint64_t>(); }
+    std::string device_state(const std::string& dev = "veth-s") const;
+    std::string metrics() const;  // GET /metrics from inside the namespace (curl)
+    size_t audit_count(const std::string& action) const;
+    std::string audit_text() const;
+};
+
+// Drift repairs as the daemon's three faces count them.
+struct RepairsSeen {
+    uint64_t status = 0;  // the snapshot's counters.drift_repairs
+    double metric = 0;    // flowshaper_drift_repairs_total
+    size_t audit = 0;     // "repair" lines in the audit trail
+};
+RepairsSeen repairs_seen(const FaultRig& rig);
+
+// Runs `damage` (a command in the server namespace), then polls `read` (an independent tool's
+// view of what flowshaper owns) until it is what it was before the damage. Checks that this took
+// less than `limit_ms`, that nothing is duplicated or missing (kernel_counts) and that exactly one
+// repair shows in status, metrics and the audit trail, the device in sync. Returns the time.
+double expect_repaired(FaultRig& rig, const std::string& damage, const std::function<std::string()>& read,
+                       double limit_ms);
+
+// The policy text shared by the fault tests: two static classes (no filters on "bulk"), a
+// static cap for 10.200.0.7 (u32 filters) on veth-s.
+std::string fault_policy_body(const std::string& cap_rate = "5mbit",
+                              const std::string& bulk_rate = "100mbit");
+
+}  // namespace flowshaper::testing

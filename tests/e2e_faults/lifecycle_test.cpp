@@ -1,0 +1,171 @@
+// The daemon's life beside other people: reloads (invalid ones keep the old policy, valid ones
+// change classes in place), SIGKILL and restart with a heavy client active, a second daemon in
+// the same namespace. Checked with tc and iptables-legacy-save, and in status, metrics, audit.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "faults_support.hpp"
+
+using namespace flowshaper::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kSettings = "poll_interval = \"500ms\"\nfirewall = \"iptables\"\n";
+
+std::string reload_cli(const FaultRig& rig, int* rc) {
+    std::string out;
+    *rc = sh(std::string(FLOWSHAPER_BIN) + " reload --socket " + rig.socket_path + " 2>&1", &out);
+    return out;
+}
+
+// Puts some bytes through the cap's class: 10.200.0.7 lives in the client namespace.
+void ping_capped_client(const FaultRig& rig) {
+    rig.net.server.exec_ok("ping -c 5 -i 0.05 -s 1000 -W 1 10.200.0.7");
+}
+
+}  // namespace
+
+TEST_CASE("an invalid reload (SIGHUP or `flowshaper reload`) keeps the running policy and its tree") {
+    require_netns_privileges();
+    FaultRig rig("badreload", kSettings, fault_policy_body());
+    rig.start();
+    std::this_thread::sleep_for(300ms);
+    const std::string tree = tc_tree_text(rig.net.server);
+    const std::string mangle = mangle_save(rig.net.server, false);
+    rig.write_policy(kSettings, fault_policy_body("fast"));  // not a rate
+
+    kill(rig.daemon->pid(), SIGHUP);
+    REQUIRE(rig.daemon->wait_for_log("keeping the one that runs", 5000));
+    CHECK(rig.daemon->log().find(rig.policy->path() + ":") != std::string::npos);  // a located diagnostic
+    int rc = 0;
+    std::string out = reload_cli(rig, &rc);
+    INFO(out);
+    CHECK(rc == 1);
+    CHECK(out.find(rig.policy->path() + ":") != std::string::npos);
+    CHECK(out.find("error") != std::string::npos);
+
+    std::this_thread::sleep_for(300ms);
+    CHECK(tc_tree_text(rig.net.server) == tree);
+    CHECK(mangle_save(rig.net.server, false) == mangle);
+    CHECK(rig.counter("reload_failures") == 2);
+    CHECK(rig.counter("reloads") == 0);
+    CHECK(metric_value(rig.metrics(), "flowshaper_reload_failures_total") == 2.0);
+    CHECK(rig.audit_count("reload-failed") == 2);
+    CHECK(rig.device_state() == "in-sync");
+    // Still the running policy: a deletion is repaired to the old tree.
+    rig.net.server.exec_ok("tc qdisc del dev veth-s root");
+    CHECK(time_until([&] { return tc_tree_text(rig.net.server) == tree; }, 2000));
+}
+
+TEST_CASE("a valid reload changes a class's rate in place: same classid, counters kept, nothing else sent") {
+    require_netns_privileges();
+    FaultRig rig("goodreload", kSettings, fault_policy_body("5mbit", "100mbit"));
+    rig.net.add_client_address("10.200.0.7/24");
+    rig.start();
+    std::string cap_class, bulk_class;
+    for (const auto& c : rig.snapshot()["devices"][0]["classes"]) {
+        if (c["name"] == "client 10.200.0.7") cap_class = c["classid"];
+        if (c["name"] == "bulk") bulk_class = c["classid"];
+    }
+    INFO(rig.snapshot()["devices"].dump());
+    REQUIRE_FALSE(cap_class.empty());
+    REQUIRE_FALSE(bulk_class.empty());
+    ping_capped_client(rig);
+    auto before = tc_class_table(rig.net.server, "veth-s");
+    REQUIRE(before.at(cap_class).bytes > 5000);
+    const auto counts = kernel_counts(rig.net.server);
+    const auto root_before = tc_json(rig.net.server, "qdisc show dev veth-s root");
+    const auto changes_before = rig.counter("kernel_changes");
+
+    // SIGHUP: the cap's rate.
+    rig.write_policy(kSettings, fault_policy_body("8mbit", "100mbit"));
+    kill(rig.daemon->pid(), SIGHUP);
+    auto took = time_until(
+        [&] { return tc_class_table(rig.net.server, "veth-s").at(cap_class).rate == "8Mbit"; }, 5000);
+    INFO(rig.daemon->log());
+    REQUIRE(took);
+    auto after = tc_class_table(rig.net.server, "veth-s");
+    CHECK(after.size() == before.size());
+    CHECK(after.at(cap_class).bytes >= before.at(cap_class).bytes);  // the same class, counters kept
+    CHECK(after.at(bulk_class).rate == before.at(bulk_class).rate);
+    CHECK(kernel_counts(rig.net.server) == counts);
+    // The root qdisc was not recreated: its counters did not restart.
+    auto root_after = tc_json(rig.net.server, "qdisc show dev veth-s root");
+    CHECK(root_after[0]["handle"] == root_before[0]["handle"]);
+    CHECK(root_after[0]["bytes"].get<uint64_t>() >= root_before[0]["bytes"].get<uint64_t>());
+    std::this_thread::sleep_for(300ms);
+    CHECK(rig.counter("reloads") == 1);
+    CHECK(rig.counter("kernel_changes") - changes_before <= 2);  // the class, its leaf queue at most
+    CHECK(rig.counter("drift_repairs") == 0);
+    CHECK(rig.audit_count("reload") == 1);
+
+    // `flowshaper reload`: the bulk class's rate, through the socket.
+    rig.write_policy(kSettings, fault_policy_body("8mbit", "200mbit"));
+    int rc = 0;
+    std::string out = reload_cli(rig, &rc);
+    INFO(out);
+    CHECK(rc == 0);
+    CHECK(tc_class_table(rig.net.server, "veth-s").at(bulk_class).rate == "200Mbit");
+    CHECK(metric_value(rig.metrics(), "flowshaper_reloads_total") == 2.0);
+}
+
+TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no duplicates, in status") {
+    require_netns_privileges();
+    const std::string rule =
+        "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = [5301]\n"
+        "flow_bytes = \"5MB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
+    FaultRig rig("restart", "poll_interval = \"200ms\"\nfirewall = \"iptables\"\n",
+                 fault_policy_body() + "\n" + rule);
+    rig.start();
+    rig.net.client.exec_ok("iperf3 -s -1 -D -B 10.200.0.2 -p 5301");
+    std::this_thread::sleep_for(300ms);
+    sh("ip netns exec " + rig.net.server.name() + " iperf3 -c 10.200.0.2 -p 5301 -t 5 >/dev/null 2>&1 &");
+    REQUIRE(rig.daemon->wait_for_log("mark client=10.200.0.2", 8000));
+    std::this_thread::sleep_for(500ms);
+    const auto before = kernel_counts(rig.net.server);
+    const std::string tree = tc_tree_text(rig.net.server);
+    CHECK(before.classes == 5);  // root, normal, bulk, the cap's client, the heavy client
+    CHECK(rig.daemon->stop(SIGKILL) == 128 + SIGKILL);
+
+    rig.start();
+    CHECK(rig.daemon->log().find("adopted heavy client 10.200.0.2") != std::string::npos);
+    std::this_thread::sleep_for(1s);
+    CHECK(kernel_counts(rig.net.server) == before);
+    CHECK(count_lines(mangle_save(rig.net.server, false), "-A POSTROUTING -j FLOWSHAPER") == 1);
+    auto snap = rig.snapshot();
+    REQUIRE(snap["heavy"].size() == 1);
+    CHECK(snap["heavy"][0]["client"] == "10.200.0.2");
+    CHECK(rig.device_state() == "in-sync");
+    CHECK(metric_value(rig.metrics(), "flowshaper_caps_applied_total").value_or(-1) ==
+          0);                         // not decided twice
+    std::this_thread::sleep_for(3s);  // the upload ends before the namespaces go
+}
+
+TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's pid; the first runs on") {
+    require_netns_privileges();
+    FaultRig rig("twice", kSettings, fault_policy_body());
+    rig.start();
+    std::this_thread::sleep_for(300ms);
+    const auto counts = kernel_counts(rig.net.server);
+    const std::string tree = tc_tree_text(rig.net.server);
+    const std::string first_log = rig.daemon->log();
+    const auto changes = rig.counter("kernel_changes");
+
+    Daemon second(rig.net.server, rig.policy->path());
+    CHECK(second.stop(0) == 1);  // signal 0: only wait for its exit
+    std::string said = second.log();
+    INFO(said);
+    CHECK(said.find("pid " + std::to_string(rig.daemon->pid())) != std::string::npos);
+    CHECK(said.find("already runs in this network namespace") != std::string::npos);
+
+    std::this_thread::sleep_for(1s);
+    CHECK(tc_tree_text(rig.net.server) == tree);
+    CHECK(kernel_counts(rig.net.server) == counts);
+    CHECK(rig.counter("kernel_changes") == changes);
+    CHECK(rig.counter("drift_repairs") == 0);
+    CHECK(status_request(rig.socket_path, {{"cmd", "ping"}})["ok"] == true);
+    CHECK(count_lines(rig.daemon->log(), " error: ") == count_lines(first_log, " error: "));  // none new
+}
