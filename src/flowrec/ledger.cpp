@@ -23,6 +23,10 @@ bool same_tuple(const kernel::FlowSample& a, const kernel::FlowSample& b) {
            a.orig_dst == b.orig_dst && a.orig_sport == b.orig_sport && a.orig_dport == b.orig_dport;
 }
 
+// How long a connection closed as vanished still takes its late DESTROY (which then adds only
+// what it had not exported): polls after the grace.
+constexpr uint32_t kKeepVanishedPolls = 30;
+
 uint64_t ns_to_ms(uint64_t ns) {
     return ns / 1000000;
 }
@@ -151,9 +155,13 @@ void Ledger::destroyed(const kernel::FlowSample& s, uint64_t now_ms, uint8_t dsc
 
 void Ledger::end_poll(bool complete, std::vector<FlowRecord>& out) {
     if (!complete) return;
-    vanished_.clear();
+    const uint32_t grace = options_.vanish_after_polls;
+    std::erase_if(vanished_,
+                  [&](const auto& kv) { return poll_ - kv.second.seen_poll > grace + kKeepVanishedPolls; });
     for (auto it = entries_.begin(); it != entries_.end();) {
-        if (it->second.seen_poll == poll_) {
+        // An entry that timed out leaves the dump before the kernel's garbage collector sends its
+        // DESTROY: wait a few polls for the event (and its exact counters) before giving up.
+        if (poll_ - it->second.seen_poll < grace) {
             ++it;
             continue;
         }

@@ -13,8 +13,9 @@
 // the first poll at least active_timeout after its start (less a tenth of a poll interval, at
 // most 100 ms, so jitter does not shift it by a whole poll): a record "active timeout" if it moved bytes in
 // the period (an idle period sends nothing). A DESTROY event ends it: "end of flow", with the bytes since the
-// last dump. A complete dump that no longer holds a tracked connection whose DESTROY was not seen (lost
-// events) ends it with its last known counters: "lack of resources". flush(): "forced end". At most
+// last dump. A connection absent from vanish_after_polls polls (the last a complete dump) whose
+// DESTROY was not seen (lost events) ends with its last known counters: "lack of resources"; a
+// DESTROY arriving later still adds what remained, once. flush(): "forced end". At most
 // max_connections are tracked; a connection beyond that is counted in stats().untracked and exported whole
 // from its DESTROY event.
 #pragma once
@@ -33,6 +34,10 @@ struct LedgerOptions {
     uint64_t active_timeout_ms = 60000;
     uint64_t poll_interval_ms = 1000;
     size_t max_connections = 1000000;
+    // A tracked connection missing from this many polls in a row, the last one complete, without
+    // a DESTROY event is closed as "lack of resources" (the kernel sends the DESTROY of an entry
+    // that timed out when its garbage collector reaps it, after the entry left the dumps).
+    uint32_t vanish_after_polls = 3;
 };
 
 struct LedgerStats {
