@@ -61,18 +61,20 @@ std::vector<HeavyKey> HeavySet::reload(const plan::MarkLayout& marks, bool fw,
     std::vector<HeavyKey> gone;
     std::map<HeavyKey, HeavyEntry> kept;
     for (auto& [key, e] : entries_) {
-        std::optional<size_t> to = key.rule < rule_map.size() ? rule_map[key.rule] : std::nullopt;
         // A fw client keeps its number; one that no longer fits the new layout (or a switch
-        // between u32 and fw) is let go like a client of a rule that is gone.
+        // between u32 and fw) is let go like a client of a rule that is gone. (Plain values, not
+        // optionals, past the checks: GCC 12 -O3 warns maybe-uninitialized on the optionals.)
+        const bool mapped = key.rule < rule_map.size() && rule_map[key.rule].has_value();
         std::optional<uint32_t> number = fw_ ? marks_.client_number_of(e.mark) : std::nullopt;
         bool fits = !fw || (fw_ && number && *number <= marks.max_clients() && *number <= kMaxFwNumbers);
-        if (!to || !fits) {
+        if (!mapped || !fits) {
             gone.push_back(key);
             continue;
         }
+        const size_t to = rule_map[key.rule].value_or(0);
         HeavyEntry moved = e;
-        moved.mark = fw ? marks.client_value(*to, *number) : marks.rule_value(*to);
-        kept[HeavyKey{*to, key.client}] = std::move(moved);
+        moved.mark = fw ? marks.client_value(to, number.value_or(0)) : marks.rule_value(to);
+        kept[HeavyKey{to, key.client}] = std::move(moved);
     }
     marks_ = marks;
     fw_ = fw;

@@ -104,12 +104,12 @@ struct Process {
     EventLoop loop;
     ServiceNotify notify;
     EventLoop::TimerId poll_timer = 0;
-    ClientWatch clients;
-    std::unique_ptr<AuditLog> audit;
-    std::unique_ptr<DriftRepair> drift;
-    std::unique_ptr<StatusServer> status;
-    std::unique_ptr<MetricsServer> metrics;
-    std::unique_ptr<FlowExport> flows;
+    ClientWatch clients{};  // {}: -Wmissing-field-initializers on Process p{...} below
+    std::unique_ptr<AuditLog> audit{};
+    std::unique_ptr<DriftRepair> drift{};
+    std::unique_ptr<StatusServer> status{};
+    std::unique_ptr<MetricsServer> metrics{};
+    std::unique_ptr<FlowExport> flows{};
     EventLoop faces_loop{};
     TaskQueue daemon_tasks{loop};       // work for the daemon's thread (a reload asked on the socket)
     TaskQueue faces_tasks{faces_loop};  // work for the faces' thread (stop)
