@@ -397,10 +397,19 @@ static std::string describe_capped(const CappedRule& c, const std::string& set_n
         out += c.l4proto == 6    ? "-p tcp "
                : c.l4proto == 17 ? "-p udp "
                                  : "-p " + std::to_string(c.l4proto) + " ";
-    out += "-m set --match-set " + (set_name.empty() ? "#" + std::to_string(c.set_index) : set_name) + " dst";
+    // Appended piece by piece: "#" + std::to_string(...) trips GCC 12's -Wrestrict (bug 105651).
+    out += "-m set --match-set ";
+    if (set_name.empty())
+        out.append(1, '#').append(std::to_string(c.set_index));
+    else
+        out += set_name;
+    out += " dst";
     if (!c.ports.empty()) {
         out += std::string(" -m multiport ") + (c.source_ports ? "--sports " : "--dports ");
-        for (size_t i = 0; i < c.ports.size(); ++i) out += (i ? "," : "") + std::to_string(c.ports[i]);
+        for (size_t i = 0; i < c.ports.size(); ++i) {
+            if (i) out += ',';
+            out += std::to_string(c.ports[i]);
+        }
     }
     std::snprintf(buf, sizeof buf, " -j CONNMARK --set-xmark 0x%x/0x%x", c.ctmark_value, c.ctmark_mask);
     return out + buf;
