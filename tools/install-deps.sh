@@ -7,12 +7,14 @@ packages=(
   # libraries (see CMakeLists.txt for why each is there)
   libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libiptc-dev libxtables-dev libnftables-dev libipset-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libspdlog-dev libfmt-dev catch2
-  # the daemon's outside faces: /metrics in the loop, `top` on a terminal
-  libmicrohttpd-dev libncurses-dev
+  # the daemon's outside faces: /metrics in the loop, `top` on a terminal, sd_notify
+  libmicrohttpd-dev libncurses-dev libsystemd-dev
   # real-kernel tests, demo and benchmarks: namespaces, independent checks, traffic
   iproute2 iptables nftables ipset conntrack iperf3 tcpdump tshark procps iputils-ping python3
   # metrics tests: promtool lints /metrics, the server scrapes the daemon
   prometheus
+  # flow record tests: a real IPFIX collector (nfcapd/nfdump) and an IPFIX file reader (ipfixDump)
+  nfdump libfixbuf-tools
   # manual pages
   groff-base man-db
   # packaging tests: cpack -G DEB (dpkg-shlibdeps), lintian, systemd-analyze verify

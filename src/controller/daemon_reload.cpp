@@ -6,6 +6,12 @@
 
 namespace flowshaper::controller {
 
+void Daemon::reload_rejected(const std::string& why, uint64_t now_ms) {
+    ++counters_.reload_failures;
+    audit(AuditEvent{0, "reload-failed", "", "", "", "", 0, 0, why});
+    publish(now_ms);
+}
+
 Status Daemon::reload(policy::Policy policy, uint64_t now_ms) {
     auto fail = [&](const Error& e) {
         ++counters_.reload_failures;

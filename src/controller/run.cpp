@@ -199,6 +199,7 @@ struct Process {
         if (!loaded.policy) {
             out.error = "the policy has errors; keeping the one that runs";
             log.error("reload: {}", out.error);
+            daemon.reload_rejected(out.diagnostics.empty() ? out.error : out.diagnostics.front(), now());
         } else if (auto st = daemon.reload(std::move(*loaded.policy), now()); !st) {
             out.error = st.error().text();
             log.error("reload: {}", out.error);

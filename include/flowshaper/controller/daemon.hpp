@@ -90,6 +90,8 @@ public:
     // Someone changed flowshaper's objects behind its back (an rtnetlink event, a mangle check):
     // read, diff and repair now. Returns the number of kernel changes it took.
     Result<size_t> repair(const std::string& why, uint64_t now_ms);
+    // A reload that never reached reload(): the file has errors. Counted, audited, published.
+    void reload_rejected(const std::string& why, uint64_t now_ms);
 
     void add_reader(FlowReader* reader) { readers_.push_back(reader); }
     // Where the policy came from, for the snapshot.
