@@ -87,6 +87,7 @@ struct CtEnd {
     std::string src, dst, reply_dst;
     int sport = 0, dport = 0, reply_dport = 0;
     uint64_t bytes[2] = {0, 0}, packets[2] = {0, 0};
+    int seconds = -1;  // delta-time: the connection's lifetime in whole seconds (nf_conntrack_timestamp)
 };
 
 std::vector<CtEnd> destroy_events(const std::string& file) {
@@ -109,6 +110,7 @@ std::vector<CtEnd> destroy_events(const std::string& file) {
             if (k == "dport") (dport++ == 0 ? e.dport : e.reply_dport) = std::stoi(v);
             if (k == "bytes" && bytes < 2) e.bytes[bytes++] = std::stoull(v);
             if (k == "packets" && packets < 2) e.packets[packets++] = std::stoull(v);
+            if (k == "delta-time") e.seconds = std::stoi(v);
         }
         out.push_back(e);
     }
@@ -313,10 +315,12 @@ TEST_CASE("nfcapd decodes every connection with conntrack's final counters in bo
         CHECK(in_p == e.packets[0]);
         CHECK(out_p == e.packets[1]);
         if (e.src == "10.200.0.2") {
-            // 7 s with traffic all along, active_timeout 2 s: 3 or 4 records (the first period
-            // starts with the connection, the later ones on the poll grid), the last "end of flow"
-            CHECK(n >= 3);
-            CHECK(n <= 4);
+            // About 7 s with traffic all along, active_timeout 2 s: ceil(D / 2) records for a lifetime
+            // D, less one when D mod 2 falls below the phase of the poll grid (under 1 s). The kernel
+            // reports D in whole seconds, so D is in [delta, delta + 1).
+            REQUIRE(e.seconds >= 6);
+            CHECK(n >= (e.seconds - 1 + 1) / 2);
+            CHECK(n <= (e.seconds + 1 + 1) / 2);
             CHECK(e.reply_dst == "10.200.0.3");
             // "Which inside client used 10.200.0.3:P at time T?"
             const auto by_nat =
@@ -390,7 +394,8 @@ TEST_CASE("after nfcapd restarts, records decode again within one template refre
     REQUIRE(end_ms.size() >= 4);
     std::sort(end_ms.begin(), end_ms.end());
     CHECK(end_ms.front() <= restarted + 3000 + 1000 + 200);
-    for (size_t i = 1; i < end_ms.size(); ++i) CHECK(end_ms[i] - end_ms[i - 1] <= 1200);  // one record a poll
+    // one record a poll (a poll may be late on a busy machine, never by a whole period)
+    for (size_t i = 1; i < end_ms.size(); ++i) CHECK(end_ms[i] - end_ms[i - 1] <= 1600);
     const std::string log = sh_ok("cat " + lab.dir + "/after.log");
     CHECK(log.find("Sequence Errors: 0") != std::string::npos);
 }
