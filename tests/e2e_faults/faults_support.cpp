@@ -176,9 +176,18 @@ nlohmann::json FaultRig::snapshot() const {
 }
 
 std::string FaultRig::device_state(const std::string& dev) const {
-    for (const auto& d : snapshot()["devices"])
+    auto snap = snapshot();
+    for (const auto& d : snap["devices"])
         if (d["name"] == dev) return d["state"].get<std::string>();
-    return "absent from status";
+    return "absent from status: " + snap["devices"].dump();
+}
+
+std::string FaultRig::classid_of(const std::string& name) const {
+    auto snap = snapshot();
+    for (const auto& d : snap["devices"])
+        for (const auto& c : d["classes"])
+            if (c["name"] == name) return c["classid"].get<std::string>();
+    return "";
 }
 
 std::string FaultRig::metrics() const {

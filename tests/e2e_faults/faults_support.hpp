@@ -69,6 +69,8 @@ public:
     nlohmann::json snapshot() const;  // {"cmd":"status"}'s snapshot
     uint64_t counter(const std::string& name) const { return snapshot()["counters"][name].get<uint64_t>(); }
     std::string device_state(const std::string& dev = "veth-s") const;
+    // The classid of the class status names `name` ("class bulk", "cap customer 10.200.0.7").
+    std::string classid_of(const std::string& name) const;
     std::string metrics() const;  // GET /metrics from inside the namespace (curl)
     size_t audit_count(const std::string& action) const;
     std::string audit_text() const;
