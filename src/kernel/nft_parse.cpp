@@ -113,7 +113,7 @@ private:
         const std::regex re(
             "^M\\(==,P\\(" + ip_ + "\\.daddr\\),@capped" + (family_ == net::Family::V4 ? "4" : "6") +
             R"(_(\d+)\)(?:;M\(==,(?:meta\.l4proto,(\d+)|P\((tcp|udp)\.(sport|dport)\),([\d,{}]+))\))?)"
-            R"(;S\(ct\.mark,\|\(&\(ct\.mark,(\d+)\),(\d+)\)\)$)");
+            R"(;S\(ct\.mark,\|\((?:&\(ct\.mark,(\d+)\)|ct\.mark),(\d+)\)\)$)");
         if (!std::regex_match(s, m, re)) return false;
         Capped& c = capped_[std::stoul(m[1])];
         if (m[2].matched) c.match.l4proto = static_cast<uint8_t>(std::stoul(m[2]));
@@ -121,7 +121,7 @@ private:
             c.match.l4proto = m[3] == "tcp" ? 6 : 17;
             (m[4] == "sport" ? c.match.local_ports : c.match.remote_ports) = ports_of(m[5]);
         }
-        c.and_mask = u32(m[6]);
+        c.and_mask = m[6].matched ? u32(m[6]) : ~0u;  // nft drops an AND with all ones
         c.value = u32(m[7]);
         return true;
     }

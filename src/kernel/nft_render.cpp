@@ -29,14 +29,16 @@ std::string port_list(const std::vector<uint16_t>& ports) {
 }
 
 // One capped-client rule per port side in use (none: one rule for the protocol or any packet).
-// The ctmark is written as nft folds it: ct mark & (~R | V) | V.
+// The ctmark is written as nft folds it: ct mark & (~R | V) | V (no AND when ~R | V is all ones).
 void capped_rules(std::string& out, net::Family family, size_t i, const MangleSpec& spec) {
     const auto& r = spec.dscp_rules[i];
     const auto& c = spec.capped[i];
     const std::string head = std::string("    ") + (family == net::Family::V4 ? "ip" : "ip6") + " daddr @" +
                              set_name(family, i) + " ";
-    const std::string set =
-        "ct mark set ct mark & " + hex(~r.ctmark_mask | r.ctmark_value) + " | " + hex(r.ctmark_value) + "\n";
+    // nft drops an AND with all ones (the rule's mask is its value: nothing to clear).
+    const uint32_t keep = ~r.ctmark_mask | r.ctmark_value;
+    const std::string set = "ct mark set ct mark " + (keep == ~0u ? "" : "& " + hex(keep) + " ") + "| " +
+                            hex(r.ctmark_value) + "\n";
     const std::string proto = c.l4proto == 6 ? "tcp" : "udp";
     if (!c.local_ports.empty()) out += head + proto + " sport " + port_list(c.local_ports) + " " + set;
     if (!c.remote_ports.empty()) out += head + proto + " dport " + port_list(c.remote_ports) + " " + set;

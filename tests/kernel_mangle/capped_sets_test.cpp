@@ -22,11 +22,13 @@ using flowshaper::net::Family;
 
 namespace {
 
-MangleSpec capped_spec(uint8_t l4proto, std::vector<uint16_t> local_ports,
-                       std::vector<uint16_t> remote = {}) {
+// `rule_mask`: the DSCP rule's ctmark mask. The daemon plans it as the rule's own bits (then the
+// capped-client rule has nothing to clear: nft lists it without its AND).
+MangleSpec capped_spec(uint8_t l4proto, std::vector<uint16_t> local_ports, std::vector<uint16_t> remote = {},
+                       uint32_t rule_mask = 0x00ff0000) {
     MangleSpec spec;
     spec.mark_mask = 0x00ff0000;
-    spec.dscp_rules.push_back({0x00010000, 0x00ff0000, 8, "heavy"});  // CS1: TOS byte 0x20
+    spec.dscp_rules.push_back({0x00010000, rule_mask, 8, "heavy"});  // CS1: TOS byte 0x20
     spec.capped.push_back({l4proto, std::move(local_ports), std::move(remote)});
     return spec;
 }
@@ -116,7 +118,8 @@ TEST_CASE(
     "the other tool's ipset as before") {
     require_netns_privileges();
     const MangleBackend backend = GENERATE(MangleBackend::Nftables, MangleBackend::Iptables);
-    INFO(name(backend));
+    const uint32_t rule_mask = GENERATE(0x00ff0000u, 0x00010000u);
+    INFO(name(backend) << " rule mask " << rule_mask);
     Netns ns("ck");
     ns.exec_ok("ipset create othertool hash:ip");
     ns.exec_ok("ipset add othertool 198.51.100.9");
@@ -124,14 +127,21 @@ TEST_CASE(
     const std::string before = ruleset(ns);
     EnterNetns in(ns);
     auto port = open_port(backend);
-    for (auto f : {Family::V4, Family::V6}) REQUIRE(port->ensure(f, capped_spec(6, {143, 993}, {2525})));
+    const MangleSpec spec = capped_spec(6, {143, 993}, {2525}, rule_mask);
+    for (auto f : {Family::V4, Family::V6}) REQUIRE(port->ensure(f, spec));
+    for (auto f : {Family::V4, Family::V6}) {  // both families' rules are there, read back
+        auto read = port->read(f);
+        REQUIRE(read);
+        REQUIRE(read->has_value());
+        CHECK(**read == spec);
+    }
     const CappedClient a{0, *Address::parse("192.0.2.7")}, b{0, *Address::parse("2001:db8::7")};
     REQUIRE(port->add_capped(a));
     REQUIRE(port->add_capped(a));  // already there: not an error
     REQUIRE(port->add_capped(b));
     CHECK(set_listing(ns, backend, Family::V4).find("192.0.2.7") != std::string::npos);
     CHECK(set_listing(ns, backend, Family::V6).find("2001:db8::7") != std::string::npos);
-    MangleSpec changed = capped_spec(6, {143, 993}, {2525});
+    MangleSpec changed = spec;
     changed.dscp_rules[0].dscp = 10;
     REQUIRE(port->ensure(Family::V4, changed));  // the rules change, the sets' members stay
 
