@@ -14,6 +14,7 @@ std::string prefix_text(const net::Prefix& p) {
 }  // namespace
 
 void Daemon::publish(uint64_t now_ms) {
+    if (!options_.snapshots) return;
     auto snap = std::make_shared<Snapshot>();
     uint64_t wall = wall_now();
     snap->taken_unix_ms = wall;

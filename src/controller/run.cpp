@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -299,6 +300,10 @@ int run_daemon(const std::string& policy_path, bool force) {
     options.audit = [&process](const AuditEvent& e) {
         if (process) process->write_audit(e);
     };
+    // Snapshots cost a read of every class's counters per poll: only when someone reads them.
+    const char* notify_socket = std::getenv("NOTIFY_SOCKET");
+    options.snapshots = status_socket_path(settings).has_value() || settings.metrics_listen.has_value() ||
+                        (notify_socket && *notify_socket);
     options.on_snapshot = [&process](SnapshotPtr s) {
         if (process) process->box.set(std::move(s));
     };

@@ -60,6 +60,9 @@ struct DaemonOptions {
     std::function<void(const AuditEvent&)> audit;  // every cap, release and reload
     std::string firewall;                          // the mangle backend in use and why (for the snapshot)
     std::function<void(SnapshotPtr)> on_snapshot;  // every published snapshot (to another thread)
+    // Publish a snapshot after each poll. Off when nothing reads them (no status socket, no
+    // metrics, not under systemd): a poll then skips reading the classes' counters.
+    bool snapshots = true;
 };
 
 class Daemon {
