@@ -287,6 +287,7 @@ int run_daemon(const std::string& policy_path, bool force) {
     auto choice = kernel::choose_backend(settings.firewall, kernel::probe_backends());
     kernel::RealPortsOptions popts;
     popts.firewall = settings.firewall;
+    if (!loaded.policy->exports.empty()) popts.event_rcvbuf_bytes = 16 * 1024 * 1024;
     auto ports = kernel::open_real_ports(popts);
     if (!ports) {
         log->error("{}", ports.error().text());
@@ -359,6 +360,15 @@ int run_daemon(const std::string& policy_path, bool force) {
     if (auto st = daemon.start(p.now()); !st) {
         log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
+    }
+    if (p.flows) {
+        auto ts = kernel::enable_conntrack_timestamps();
+        if (!ts)
+            log->warn("export: conntrack timestamps: {}; records use the poll times", ts.error().text());
+        else if (!*ts)
+            log->info(
+                "export: switched conntrack timestamps on (net.netfilter.nf_conntrack_timestamp=1) for exact "
+                "flow start and end times; it stays on after exit");
     }
     p.drift = std::make_unique<DriftRepair>(p.loop, daemon, *ports->mangle, *log);
     if (auto st = p.drift->open(); !st) log->error("drift repair off: {}", st.error().text());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "flowshaper/common/result.hpp"
+#include "flowshaper/kernel/conntrack_port.hpp"
 
 namespace flowshaper::kernel {
 
@@ -52,6 +53,10 @@ Result<bool> enable_conntrack_accounting(const std::string& path) {
     if (!after) return after.error();
     if (*after != '1') return make_error("write", path, EIO, "the value did not stay at 1");
     return false;
+}
+
+Result<bool> enable_conntrack_timestamps() {
+    return enable_conntrack_accounting("/proc/sys/net/netfilter/nf_conntrack_timestamp");
 }
 
 }  // namespace flowshaper::kernel

@@ -29,6 +29,7 @@ Result<RealPorts> open_real_ports(const RealPortsOptions& options) {
     if (options.conntrack) {
         NfctOptions nfct;
         nfct.events = options.conntrack_events;
+        nfct.event_rcvbuf_bytes = options.event_rcvbuf_bytes;
         auto conntrack = make_nfct_conntrack_port(nfct);
         if (!conntrack) return opening("conntrack", conntrack.error());
         ports.conntrack = std::move(*conntrack);

@@ -91,6 +91,10 @@ struct NfctOptions {
 // The libnetfilter_conntrack implementation, bound to the network namespace of the calling thread.
 Result<std::unique_ptr<ConntrackPort>> make_nfct_conntrack_port(const NfctOptions& options = {});
 
+// Conntrack timestamps (net.netfilter.nf_conntrack_timestamp=1): exact start and stop times of
+// connections that begin from now on, for flow records. Returns whether it was already on.
+Result<bool> enable_conntrack_timestamps();
+
 // Byte accounting (net.netfilter.nf_conntrack_acct) is switched on by ManglePort::
 // ensure_conntrack_accounting() (mangle_port.hpp), together with the rule that activates conntrack.
 
