@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <set>
 
 #include "flowshaper/plan/diff.hpp"
 
@@ -53,10 +54,35 @@ std::vector<plan::HeavyClient> heavy_in(const policy::Policy& policy, const std:
     return out;
 }
 
-Result<std::vector<plan::DevicePlan>> plan_from(const policy::Policy& policy, kernel::TcPort& port,
-                                                const std::vector<Snapshot>& snaps,
-                                                const std::vector<plan::HeavyClient>& heavy,
-                                                std::vector<std::string>* notes) {
+// The observed state as the planner should see it: client filters the kernel lost (someone
+// deleted them) but this process applied, whose class is still there, count as present, so that
+// their client keeps that class.
+tc::DeviceState with_remembered(const tc::DeviceState& observed, const tc::DeviceState* remembered) {
+    if (!remembered) return observed;
+    tc::DeviceState out = observed;
+    std::set<tc::Handle> classes;
+    for (const auto& c : observed.classes) classes.insert(c.classid);
+    for (const auto& f : remembered->u32) {
+        if (f.role != tc::U32Filter::Role::Match || !classes.count(f.classid)) continue;
+        bool present = std::any_of(observed.u32.begin(), observed.u32.end(), [&](const tc::U32Filter& o) {
+            return o.prio == f.prio && o.handle == f.handle;
+        });
+        if (!present) out.u32.push_back(f);
+    }
+    for (const auto& f : remembered->fw) {
+        if (!classes.count(f.classid)) continue;
+        bool present = std::any_of(observed.fw.begin(), observed.fw.end(), [&](const tc::FwFilter& o) {
+            return o.prio == f.prio && o.handle == f.handle;
+        });
+        if (!present) out.fw.push_back(f);
+    }
+    return out;
+}
+
+Result<std::vector<plan::DevicePlan>> plan_from(
+    const policy::Policy& policy, kernel::TcPort& port, const std::vector<Snapshot>& snaps,
+    const std::vector<plan::HeavyClient>& heavy, std::vector<std::string>* notes,
+    const std::map<std::string, tc::DeviceState>* remembered = nullptr) {
     auto resolved = plan::resolve(policy.settings, port.features());
     if (!resolved) return resolved.error();
     if (notes) *notes = resolved->notes;
@@ -64,8 +90,13 @@ Result<std::vector<plan::DevicePlan>> plan_from(const policy::Policy& policy, ke
     in.policy = &policy;
     in.heavy = heavy;
     in.resolved = *resolved;
-    for (const auto& s : snaps)
-        if (s.ours()) in.observed[s.device] = s.observed.state;
+    for (const auto& s : snaps) {
+        if (!s.ours()) continue;
+        const tc::DeviceState* memo = nullptr;
+        if (remembered)
+            if (auto it = remembered->find(s.device); it != remembered->end()) memo = &it->second;
+        in.observed[s.device] = with_remembered(s.observed.state, memo);
+    }
     return plan::make_plan(in);
 }
 
@@ -95,8 +126,9 @@ Result<ApplyReport> apply_policy(const policy::Policy& policy, kernel::TcPort& p
     if (!snaps) return snaps.error();
     ApplyReport report;
     auto heavy = options.heavy ? *options.heavy : heavy_in(policy, *snaps);
-    auto plans = plan_from(policy, port, *snaps, heavy, &report.notes);
+    auto plans = plan_from(policy, port, *snaps, heavy, &report.notes, options.remembered);
     if (!plans) return plans.error();
+    for (const auto& snap : *snaps) report.desired[snap.device] = (*plans)[snap.interface].desired;
 
     for (size_t i = 0; i < snaps->size(); ++i) {
         const auto& snap = (*snaps)[i];

@@ -267,6 +267,7 @@ Status Daemon::reconcile_tc(bool together) {
         opts.force = options_.force;
         opts.heavy = heavy();
         opts.devices = batch;
+        opts.remembered = &applied_;
         auto report = apply_policy(policy_, ports_.tc, opts);
         if (!report) {
             result = report.error();
@@ -276,6 +277,7 @@ Status Daemon::reconcile_tc(bool together) {
         counters_.kernel_changes += report->changes_sent;
         if (report->changes_sent) log_->debug("tc: {} changes sent", report->changes_sent);
         for (const auto& d : batch) device_error_.erase(d);
+        for (auto& [device, state] : report->desired) applied_[device] = std::move(state);
         done.insert(batch.begin(), batch.end());
     }
     // A client whose device's tree is in place is capped; one whose device failed or is gone and

@@ -62,11 +62,9 @@ TEST_CASE("one policy class (without filters) deleted is back within 1 s, the ot
     expect_repaired(rig, "tc class del dev veth-s classid " + bulk, tc_reader(rig), 1000);
 }
 
-// Known product bug (found by this test): the repair does not put the deleted filter back; it
-// deletes the client's class and creates a new one (f5:100 -> f5:101, a new leaf qdisc), so the
-// client's classid and counters do not survive. Counts and timing are right; the tree is not
-// the same. [!mayfail] until the diff keeps a client class whose filter alone is missing.
-TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouched", "[!mayfail]") {
+// The repair puts the deleted filter back pointing at the client's class (the daemon remembers
+// what it applied): the classid and its counters survive.
+TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouched") {
     require_netns_privileges();
     FaultRig rig("filterdel", kSettings, fault_policy_body());
     rig.start();

@@ -1,6 +1,7 @@
 // Reconcile: read what the kernel has, plan, diff, send only the changes; roll back on failure.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,11 @@ struct ApplyOptions {
     // Only these devices of the policy (the daemon reconciles each device on its own, so that
     // one device that is gone does not hold up the others). Unset: every device.
     std::optional<std::vector<std::string>> devices;
+    // What this process applied last, per device (the daemon remembers it): a client filter
+    // someone deleted is put back pointing at the client's class it had, whose id and counters
+    // survive, instead of the client getting a new class (the kernel names a class's client only
+    // through its filter).
+    const std::map<std::string, tc::DeviceState>* remembered = nullptr;
 };
 
 struct DeviceOutcome {
@@ -34,6 +40,7 @@ struct DeviceOutcome {
 
 struct ApplyReport {
     std::vector<DeviceOutcome> devices;
+    std::map<std::string, tc::DeviceState> desired;  // what each device has now (after the apply)
     std::vector<std::string> notes;
     size_t changes_sent = 0;
 };

@@ -160,6 +160,9 @@ private:
     bool sets_ = false;         // the mangle backend keeps kernel sets of capped clients
     bool labels_dirty_ = true;  // the plan's class names need refreshing (heavy set or policy changed)
     std::map<std::string, std::string> device_error_;  // why a device is not in sync
+    // What the last successful apply left on each device: a client filter someone deleted comes
+    // back pointing at the class the client had (ApplyOptions::remembered).
+    std::map<std::string, tc::DeviceState> applied_;
     // Connections that ended since the last poll (DESTROY events with their last counters): the
     // bytes they moved after the last dump still count. Bounded; beyond it they are dropped.
     std::vector<kernel::FlowSample> ended_;
