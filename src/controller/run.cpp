@@ -353,6 +353,18 @@ int run_daemon(const std::string& policy_path, bool force) {
         log->error("event loop setup: {}", st.error().text());
         return 1;
     }
+    // Until the first apply is done (a 10,000-client tree takes seconds), the socket and the
+    // metrics answer from this: who runs, since when, which policy; no device, no heavy client.
+    {
+        auto first = std::make_shared<Snapshot>();
+        first->taken_unix_ms = first->started_unix_ms = first->policy_loaded_unix_ms = wall_ms();
+        first->policy_path = policy_path;
+        first->policy_sha256 = file_checksum(policy_path);
+        first->firewall = options.firewall;
+        first->poll_interval_ms = daemon.poll_interval_ms();
+        for (const auto& r : daemon.policy().detects) first->heavy_per_rule[r.name] = 0;
+        p.box.set(std::move(first));
+    }
     if (auto st = p.start_faces(); !st) {
         log->error("status/metrics thread: {}", st.error().text());
         return 1;
