@@ -192,7 +192,7 @@ Result<FlushReport> flush_all(kernel::TcPort& port, kernel::LinkPort& links, ker
     if (!report) return report;
     uint32_t mask = 0;
     for (auto family : {net::Family::V4, net::Family::V6}) {
-        auto spec = mangle.read(family);
+        auto spec = mangle.read_any(family);
         if (spec && *spec) mask |= (*spec)->owned_bits();
         if (spec && *spec) report->mangle_removed = true;
         if (auto st = mangle.remove_all(family); !st) return st.error();

@@ -69,6 +69,12 @@ public:
         return first;
     }
     Result<std::optional<MangleSpec>> read(net::Family f) override { return chosen_->read(f); }
+    Result<std::optional<MangleSpec>> read_any(net::Family f) override {
+        auto mine = chosen_->read(f);
+        if ((mine && *mine) || !other_) return mine;
+        auto theirs = other_->read(f);
+        return theirs && *theirs ? theirs : mine;
+    }
     Status add_capped(const CappedClient& m) override { return chosen_->add_capped(m); }
     Status remove_capped(const CappedClient& m) override { return chosen_->remove_capped(m); }
     Result<std::vector<CappedClient>> read_capped() override { return chosen_->read_capped(); }

@@ -15,7 +15,8 @@ using namespace std::chrono_literals;
 namespace {
 
 const char* kHeader =
-    "[settings]\npoll_interval = \"200ms\"\n\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n";
+    "[settings]\npoll_interval = \"200ms\"\nfirewall = \"iptables\"\n\n[[interface]]\ndevice = "
+    "\"veth-s\"\nrate = \"1gbit\"\n\n";
 
 std::string upload_rule(const std::string& threshold) {
     return std::string(kHeader) +

@@ -92,6 +92,9 @@ public:
     // and MangleSpec::capped may be set): then the kernel marks a capped client's new
     // connections from their first packet.
     virtual bool has_kernel_sets() const { return false; }
+    // Like read(), but of any backend flowshaper may have written (the other one first when this
+    // one has nothing): `flush` learns flowshaper's mark bits from whichever rules are there.
+    virtual Result<std::optional<MangleSpec>> read_any(net::Family family) { return read(family); }
 };
 
 }  // namespace flowshaper::kernel
