@@ -7,6 +7,7 @@
 #include "flowshaper/controller/apply.hpp"
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/show.hpp"
+#include "flowshaper/kernel/mangle_backend.hpp"
 #include "flowshaper/kernel/real_ports.hpp"
 #include "flowshaper/plan/render.hpp"
 #include "flowshaper/policy/loader.hpp"
@@ -78,6 +79,11 @@ int cmd_plan(const std::string& file, const std::string& format) {
         plans = plan::make_plan(in);
     }
     if (!plans) return fail(plans.error());
+    // The mangle backend `run` would choose here, and why (auto probes, read-only).
+    const bool probe = pol->settings.firewall == policy::Firewall::Auto;
+    auto choice = kernel::choose_backend(pol->settings.firewall,
+                                         probe ? kernel::probe_backends() : kernel::BackendProbe{});
+    notes.push_back("firewall: " + kernel::backend_name(choice.backend) + " (" + choice.reason + ")");
     for (const auto& n : notes) std::cerr << "flowshaper: note: " << n << "\n";
     for (const auto& dp : *plans)
         std::cout << (format == "tc" ? plan::render_tc_batch(dp) : plan::render_text(dp));

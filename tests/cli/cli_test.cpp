@@ -49,6 +49,10 @@ TEST_CASE("plan prints a tree or a tc script on stdout and refuses an unknown fo
     REQUIRE(fs("plan --format tc " + kPolicies + "mail-server.toml", &script) == 0);
     CHECK(script.rfind("qdisc add dev ", 0) == 0);  // notes went to stderr, not into the script
     CHECK(script.find("note:") == std::string::npos);
+    std::string notes;  // the firewall backend run would choose, and why, among the notes
+    REQUIRE(fs("plan --format tc " + kPolicies + "mail-server.toml", &notes, true) == 0);
+    CHECK(notes.find("flowshaper: note: firewall: ") != std::string::npos);
+    CHECK(notes.find("firewall = \"auto\"") != std::string::npos);
     CHECK(fs("plan --format json " + kPolicies + "mail-server.toml") == 2);
     CHECK(fs("plan " + kInvalid + "08-rate-unit-typo.toml") == 1);
 }
