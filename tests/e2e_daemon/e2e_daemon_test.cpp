@@ -77,7 +77,10 @@ void classic_case(const std::string& client, const std::string& light_client,
     REQUIRE_FALSE(classid.empty());
     double rate = l2_rate(net.server, classid, 4s);
     INFO("heavy client at layer 2: " << rate / 1e6 << " Mbit/s");
-    CHECK(rate == Approx(20e6).epsilon(0.05));
+    // Within 10%: the leaf's bfifo holds 100 ms, and a drop there tells this host's own TCP sender
+    // to back off at once (local congestion), so it runs a few percent below the limit that a
+    // 2-second-deep pfifo let it fill (measured 18.9 of 20 Mbit/s).
+    CHECK(rate == Approx(20e6).epsilon(0.10));
     std::this_thread::sleep_for(5s);  // iperf3 and tcpdump end
 
     // A capture on the receiving side: packets of the heavy connection carry CS1, the light one's none.
