@@ -1,5 +1,6 @@
 #include "flowshaper/controller/flow_export.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 namespace flowshaper::controller {
@@ -19,36 +20,77 @@ FlowExport::FlowExport(EventLoop& loop, spdlog::logger& log, std::function<uint8
       wall_ms_(wall_ms ? std::move(wall_ms) : system_ms) {}
 
 FlowExport::~FlowExport() {
-    for (auto& t : targets_) {
-        if (t->watched_fd >= 0) loop_.remove_fd(t->watched_fd);
-        if (t->timer) loop_.cancel_timer(*t->timer);
+    for (auto& t : targets_) unwatch(*t);
+}
+
+Result<std::unique_ptr<FlowExport::Target>> FlowExport::open_target(const policy::Export& target,
+                                                                    uint64_t poll_interval_ms) {
+    flowrec::ExporterOptions eo;
+    eo.notice = [this, name = target.target](const std::string& text) {
+        log_.warn("export {}: {}", name, text);
+    };
+    auto exporter = flowrec::Exporter::open(target, eo, loop_.now_ms());
+    if (!exporter) {
+        auto e = exporter.error();
+        e.operation = "open export target " + target.target + ": " + e.operation;
+        return e;
     }
+    auto t = std::make_unique<Target>();
+    t->config = target;
+    flowrec::LedgerOptions lo;
+    lo.active_timeout_ms = target.active_timeout_ms;
+    lo.poll_interval_ms = poll_interval_ms;
+    t->ledger = std::make_unique<flowrec::Ledger>(lo);
+    t->exporter = std::move(*exporter);
+    log_.info("export: IPFIX to {} (active timeout {} ms, {} bytes per message)", target.target,
+              target.active_timeout_ms, t->exporter->max_message_bytes());
+    return t;
 }
 
 Status FlowExport::open(const std::vector<policy::Export>& targets, uint64_t poll_interval_ms) {
     for (const auto& target : targets) {
-        flowrec::ExporterOptions eo;
-        eo.notice = [this, name = target.target](const std::string& text) {
-            log_.warn("export {}: {}", name, text);
-        };
-        auto exporter = flowrec::Exporter::open(target, eo, loop_.now_ms());
-        if (!exporter) {
-            auto e = exporter.error();
-            e.operation = "open export target " + target.target + ": " + e.operation;
-            return e;
-        }
-        auto t = std::make_unique<Target>();
-        flowrec::LedgerOptions lo;
-        lo.active_timeout_ms = target.active_timeout_ms;
-        lo.poll_interval_ms = poll_interval_ms;
-        t->ledger = std::make_unique<flowrec::Ledger>(lo);
-        t->exporter = std::move(*exporter);
-        log_.info("export: IPFIX to {} (active timeout {} ms, {} bytes per message)", target.target,
-                  target.active_timeout_ms, t->exporter->max_message_bytes());
-        targets_.push_back(std::move(t));
+        auto t = open_target(target, poll_interval_ms);
+        if (!t) return t.error();
+        targets_.push_back(std::move(*t));
         rewatch(*targets_.back());
     }
     return {};
+}
+
+Status FlowExport::reconfigure(const std::vector<policy::Export>& targets, uint64_t poll_interval_ms) {
+    auto named = [](const std::vector<policy::Export>& list, const std::string& target) {
+        return std::find_if(list.begin(), list.end(), [&](const auto& e) { return e.target == target; });
+    };
+    for (auto it = targets_.begin(); it != targets_.end();) {
+        Target& t = **it;
+        auto now = named(targets, t.config.target);
+        if (now != targets.end()) {
+            if (now->active_timeout_ms != t.config.active_timeout_ms ||
+                now->template_refresh_ms != t.config.template_refresh_ms ||
+                now->observation_domain != t.config.observation_domain)
+                log_.warn("export {}: changed settings take effect at the next start (kept as they were)",
+                          t.config.target);
+            ++it;
+            continue;
+        }
+        close_all(t);
+        unwatch(t);
+        log_.info("export {}: removed; its open connections were closed (forced end)", t.config.target);
+        it = targets_.erase(it);
+    }
+    std::vector<policy::Export> added;
+    for (const auto& target : targets)
+        if (std::none_of(targets_.begin(), targets_.end(),
+                         [&](const auto& t) { return t->config.target == target.target; }))
+            added.push_back(target);
+    return open(added, poll_interval_ms);
+}
+
+void FlowExport::unwatch(Target& t) {
+    if (t.watched_fd >= 0) loop_.remove_fd(t.watched_fd);
+    t.watched_fd = -1;
+    if (t.timer) loop_.cancel_timer(*t.timer);
+    t.timer.reset();
 }
 
 // The exporter's descriptor and deadline may change after any call (a TCP reconnect).
@@ -100,16 +142,16 @@ void FlowExport::on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>&
     }
 }
 
+void FlowExport::close_all(Target& t) {
+    scratch_.clear();
+    t.ledger->flush(wall_ms_(), scratch_);
+    if (!scratch_.empty()) t.exporter->submit(scratch_, loop_.now_ms());
+    if (!t.exporter->flush(loop_.now_ms()))
+        log_.warn("export {}: {} records could not be sent", t.exporter->target(), t.exporter->queued());
+}
+
 void FlowExport::finish() {
-    uint64_t wall = wall_ms_();
-    for (auto& t : targets_) {
-        scratch_.clear();
-        t->ledger->flush(wall, scratch_);
-        if (!scratch_.empty()) t->exporter->submit(scratch_, loop_.now_ms());
-        if (!t->exporter->flush(loop_.now_ms()))
-            log_.warn("export {}: {} records could not be sent before exit", t->exporter->target(),
-                      t->exporter->queued());
-    }
+    for (auto& t : targets_) close_all(*t);
 }
 
 }  // namespace flowshaper::controller

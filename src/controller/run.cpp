@@ -78,6 +78,17 @@ std::string status_line(const Daemon& daemon) {
            std::to_string(snap->last_poll.duration_us / 1000) + " ms";
 }
 
+// Exact flow start and end times for the records (connections created from now on).
+void export_timestamps(spdlog::logger& log) {
+    auto ts = kernel::enable_conntrack_timestamps();
+    if (!ts)
+        log.warn("export: conntrack timestamps: {}; records use the poll times", ts.error().text());
+    else if (!*ts)
+        log.info(
+            "export: switched conntrack timestamps on (net.netfilter.nf_conntrack_timestamp=1) for exact "
+            "flow start and end times; it stays on after exit");
+}
+
 // The last snapshot, handed from the daemon's thread to the faces' thread.
 class SnapshotBox {
 public:
@@ -209,9 +220,31 @@ struct Process {
             out.ok = true;
             daemon.set_policy_source(path, file_checksum(path), wall_ms());
             loop.reset_timer(poll_timer, daemon.poll_interval_ms());
+            if (auto st = reload_exports(); !st) {
+                out.ok = false;
+                out.error = st.error().text();
+                log.error("reload: {}", out.error);
+            }
         }
         notify.ready(status_line(daemon));
         return out;
+    }
+
+    // [[export]] follows a reload: unchanged targets keep counting, removed ones end their
+    // records, new ones open (the first also switches conntrack timestamps on).
+    Status reload_exports() {
+        const auto& exports = daemon.policy().exports;
+        if (!flows) {
+            if (exports.empty()) return {};
+            flows = std::make_unique<FlowExport>(loop, log,
+                                                 [this](uint32_t mark) { return daemon.dscp_of(mark); });
+            daemon.add_reader(flows.get());
+            export_timestamps(log);
+            log.info(
+                "export: the conntrack event buffer keeps its start size until a restart (16 MiB when the "
+                "policy at start has [[export]])");
+        }
+        return flows->reconfigure(exports, daemon.poll_interval_ms());
     }
 
     void on_signal(int fd) {
@@ -373,15 +406,7 @@ int run_daemon(const std::string& policy_path, bool force) {
         log->error("start: {}", st.error().text());  // start undid what it had done
         return 1;
     }
-    if (p.flows) {
-        auto ts = kernel::enable_conntrack_timestamps();
-        if (!ts)
-            log->warn("export: conntrack timestamps: {}; records use the poll times", ts.error().text());
-        else if (!*ts)
-            log->info(
-                "export: switched conntrack timestamps on (net.netfilter.nf_conntrack_timestamp=1) for exact "
-                "flow start and end times; it stays on after exit");
-    }
+    if (p.flows) export_timestamps(*log);
     p.drift = std::make_unique<DriftRepair>(p.loop, daemon, *ports->mangle, *log);
     if (auto st = p.drift->open(); !st) log->error("drift repair off: {}", st.error().text());
     p.notify.ready(status_line(daemon));

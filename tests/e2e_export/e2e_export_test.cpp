@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -170,14 +171,21 @@ struct Lab {
             net.server.exec_ok(std::string("sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_") + s + "=1");
         events = std::make_unique<Background>(net.server, "stdbuf -oL conntrack -E -e DESTROY -o extended",
                                               dir + "/events.txt");
-        collector = std::make_unique<Background>(
-            net.server, "nfcapd -w " + dir + "/nfcapd -p 4739 -b 127.0.0.1 -t 60", dir + "/nfcapd.log");
+        collector = nfcapd("nfcapd", 4739);
         server = std::make_unique<Background>(net.server, "python3 " TRAFFIC_PY " server 5001",
                                               dir + "/server.log");
         std::this_thread::sleep_for(700ms);
     }
     ~Lab() {
         if (!std::getenv("E2E_EXPORT_KEEP")) sh("rm -rf " + dir);  // E2E_EXPORT_KEEP=1 keeps logs and files
+    }
+    // A collector on 127.0.0.1:`port` writing into dir/`sub`.
+    std::unique_ptr<Background> nfcapd(const std::string& sub, int port) const {
+        sh_ok("mkdir -p " + dir + "/" + sub);
+        return std::make_unique<Background>(
+            net.server,
+            "nfcapd -w " + dir + "/" + sub + " -p " + std::to_string(port) + " -b 127.0.0.1 -t 60",
+            dir + "/" + sub + ".log");
     }
     // One connection from `src` that sends `bytes` over `seconds` (the server answers half).
     std::unique_ptr<Background> client(const std::string& host, const std::string& src, double seconds,
@@ -202,9 +210,13 @@ struct Lab {
     }
 };
 
+std::string export_table(int port, const std::string& active) {
+    return "[[export]]\ntarget = \"udp://127.0.0.1:" + std::to_string(port) + "\"\nactive_timeout = \"" +
+           active + "\"\n";
+}
+
 std::string policy_text(const std::string& rules, const std::string& poll, const std::string& active) {
-    return "[settings]\npoll_interval = \"" + poll + "\"\n\n" + rules +
-           "[[export]]\ntarget = \"udp://127.0.0.1:4739\"\nactive_timeout = \"" + active + "\"\n";
+    return "[settings]\npoll_interval = \"" + poll + "\"\n\n" + rules + export_table(4739, active);
 }
 
 }  // namespace
@@ -310,4 +322,54 @@ TEST_CASE(
     const std::string log = daemon.log();
     CHECK(log.find("records could not be sent") == std::string::npos);
     check_no_sequence_failures(lab.dir + "/nfcapd");
+}
+
+TEST_CASE(
+    "a reload adds and removes export targets: a kept target counts on without counting twice, a new one "
+    "gets each open connection whole, a removed one ends them with forced end",
+    "[kernel][export]") {
+    Lab lab;
+    auto second = lab.nfcapd("nfcapd2", 4740);
+    const std::string settings = "[settings]\npoll_interval = \"1s\"\n\n";
+    TempPolicy policy(settings + export_table(4739, "2s"));
+    flowshaper::testing::Daemon daemon(lab.net.server, policy.path());
+    REQUIRE(daemon.wait_for_log("ready", 10000));
+    CHECK(daemon.wait_for_log("conntrack timestamps", 2000));
+    auto reload = [&](const std::string& text, const std::string& needle) {
+        std::ofstream(policy.path()) << text;
+        kill(daemon.pid(), SIGHUP);
+        REQUIRE(daemon.wait_for_log(needle, 5000));
+    };
+
+    auto conn = lab.client("10.200.0.1", "10.200.0.2", 10.0, 200000, "long");
+    std::this_thread::sleep_for(3s);
+    reload(settings + export_table(4739, "2s") + export_table(4740, "2s"), "IPFIX to udp://127.0.0.1:4740");
+    CHECK(daemon.log().find("export: IPFIX to udp://127.0.0.1:4739") ==
+          daemon.log().rfind("export: IPFIX to udp://127.0.0.1:4739"));
+    std::this_thread::sleep_for(3s);
+    reload(settings + export_table(4740, "2s"), "export udp://127.0.0.1:4739: removed");
+    REQUIRE(conn->wait(20s));
+    const auto ends = lab.wait_for_destroys(1);
+    std::this_thread::sleep_for(2500ms);
+    lab.stop(daemon);
+    second->stop();
+
+    REQUIRE(ends.size() == 1);
+    const CtEnd& e = ends[0];
+    // The new target: the whole connection, from its start, ending in end of flow.
+    const auto in_second = records_of(nfdump_records(lab.dir + "/nfcapd2"), e.src, e.sport);
+    check_totals(in_second, e);
+    REQUIRE_FALSE(in_second.empty());
+    CHECK(in_second.back().reason == kReasonEndOfFlow);
+    // The removed target: what it counted until the removal (never more), closed with forced end.
+    const auto in_first = records_of(nfdump_records(lab.dir + "/nfcapd"), e.src, e.sport);
+    REQUIRE(in_first.size() >= 2);
+    CHECK(in_first.back().reason == kReasonForcedEnd);
+    uint64_t first_in = 0, first_out = 0;
+    for (const auto& r : in_first) first_in += r.in_bytes, first_out += r.out_bytes;
+    CHECK(first_in > 0);
+    CHECK(first_in < e.bytes[0]);
+    CHECK(first_out < e.bytes[1]);
+    check_no_sequence_failures(lab.dir + "/nfcapd");
+    check_no_sequence_failures(lab.dir + "/nfcapd2");
 }

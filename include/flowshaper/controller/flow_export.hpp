@@ -25,6 +25,10 @@ public:
     ~FlowExport() override;
     // Opens every target; an error names the target (a start-up error).
     Status open(const std::vector<policy::Export>& targets, uint64_t poll_interval_ms);
+    // A reload: a target named as before keeps its ledger and exporter (no connection counted
+    // twice; a change of its other settings waits for a restart, and says so); a target no
+    // longer named closes its connections ("forced end"), sends them and goes; a new one opens.
+    Status reconfigure(const std::vector<policy::Export>& targets, uint64_t poll_interval_ms);
 
     bool wants_full_dump() const override { return !targets_.empty(); }
     void on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>& dump, bool full,
@@ -35,13 +39,18 @@ public:
 
 private:
     struct Target {
+        policy::Export config;
         std::unique_ptr<flowrec::Ledger> ledger;
         std::unique_ptr<flowrec::Exporter> exporter;
         int watched_fd = -1;
         uint32_t watched_events = 0;
         std::optional<EventLoop::TimerId> timer;
     };
+    Result<std::unique_ptr<Target>> open_target(const policy::Export& target, uint64_t poll_interval_ms);
     void rewatch(Target& t);
+    void unwatch(Target& t);
+    // Closes every connection of `t` ("forced end") and sends what goes out now.
+    void close_all(Target& t);
 
     EventLoop& loop_;
     spdlog::logger& log_;
