@@ -1,7 +1,10 @@
 // The nftables mangle port: reads table inet flowshaper as JSON, compares, and replaces the
 // whole table in one transaction when it differs (see mangle_nft_port.hpp).
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <map>
 
 #include "flowshaper/kernel/mangle_nft_port.hpp"
@@ -84,20 +87,38 @@ public:
     bool has_kernel_sets() const override { return true; }
 
 private:
+    // One libnftables context per network namespace, kept between calls: a context's netlink
+    // socket belongs to the namespace current when it was made, and making and freeing one per
+    // call cost ~10 ms each (closing its socket waits in the kernel). The namespace is known by
+    // its inode, which cannot be reused while our socket holds the namespace.
+    Result<Session*> session(bool json) {
+        struct stat st {};
+        if (stat("/proc/thread-self/ns/net", &st) != 0)
+            return make_error("identify", "the current network namespace", errno, std::strerror(errno));
+        if (!session_ || netns_ != st.st_ino) {
+            auto fresh = Session::open(json);
+            if (!fresh) return fresh.error();
+            session_.emplace(std::move(*fresh));
+            netns_ = st.st_ino;
+        }
+        session_->json_output(json);
+        return &*session_;
+    }
+
     // The table as the kernel has it; exists = false when there is none.
     Result<TableState> load() {
-        auto session = Session::open(true);
+        auto session = this->session(true);
         if (!session) return session.error();
-        auto out = session->run("list table inet " + std::string(kNftTable), "list", kTableObject);
+        auto out = (*session)->run("list table inet " + std::string(kNftTable), "list", kTableObject);
         if (!out && out.error().code == ENOENT) return TableState{};
         if (!out) return out.error();
         return parse_table(*out);
     }
 
     Status run(const std::string& commands, const std::string& operation, const std::string& object) {
-        auto session = Session::open(false);
+        auto session = this->session(false);
         if (!session) return session.error();
-        auto out = session->run(commands, operation, object);
+        auto out = (*session)->run(commands, operation, object);
         if (!out) return out.error();
         ++commits_;
         return {};
@@ -122,6 +143,8 @@ private:
 
     NftOptions options_;
     std::optional<EventSocket> events_;
+    std::optional<Session> session_;
+    ino_t netns_ = 0;
     uint64_t commits_ = 0;
 };
 

@@ -13,12 +13,17 @@ void Session::Free::operator()(nft_ctx* ctx) const {
 Result<Session> Session::open(bool json_output) {
     std::unique_ptr<nft_ctx, Free> ctx(nft_ctx_new(NFT_CTX_DEFAULT));
     if (!ctx) return make_error("initialise", "libnftables", ENOMEM, "nft_ctx_new failed");
-    unsigned flags = NFT_CTX_OUTPUT_NUMERIC_ALL;
-    if (json_output) flags |= NFT_CTX_OUTPUT_JSON;
-    nft_ctx_output_set_flags(ctx.get(), flags);
     if (nft_ctx_buffer_output(ctx.get()) != 0 || nft_ctx_buffer_error(ctx.get()) != 0)
         return make_error("initialise", "libnftables", ENOMEM, "cannot buffer the library's output");
-    return Session(std::move(ctx));
+    Session session(std::move(ctx));
+    session.json_output(json_output);
+    return session;
+}
+
+void Session::json_output(bool on) {
+    unsigned flags = NFT_CTX_OUTPUT_NUMERIC_ALL;
+    if (on) flags |= NFT_CTX_OUTPUT_JSON;
+    nft_ctx_output_set_flags(ctx_.get(), flags);
 }
 
 namespace {

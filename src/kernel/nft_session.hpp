@@ -16,6 +16,9 @@ public:
     // A fresh context (its netlink socket belongs to the namespace current now).
     static Result<Session> open(bool json_output);
 
+    // Switches the output between JSON and text (for the next run()).
+    void json_output(bool on);
+
     // Runs `commands` as one batch (one transaction for its changes). On failure the error
     // carries the operation, the object, an errno guessed from the library's text and the text
     // itself (with the batch's line and column).

@@ -81,3 +81,30 @@ TEST_CASE("nftables: someone deleting the table makes change_fd readable; flowsh
     REQUIRE(port->ensure(Family::V4, spec));  // restored
     CHECK(ns.exec_ok("nft list tables").find("inet flowshaper") != std::string::npos);
 }
+
+TEST_CASE("nftables: one port called from two namespaces in turn writes each namespace's own table") {
+    require_netns_privileges();
+    Netns a("n1"), b("n2");
+    std::unique_ptr<flowshaper::kernel::ManglePort> port;
+    {
+        EnterNetns in(a);
+        port = nft_port();
+        REQUIRE(port->ensure(Family::V4, capped_spec(6, {993})));
+    }
+    {
+        EnterNetns in(b);  // the port keeps a libnftables context per namespace
+        REQUIRE(port->ensure(Family::V6, capped_spec(17, {})));
+        auto read = port->read(Family::V4);
+        REQUIRE(read);
+        CHECK_FALSE(read->has_value());  // b has no IPv4 rules: a's were not read from here
+    }
+    CHECK(a.exec_ok("nft list table inet flowshaper").find("chain v6") == std::string::npos);
+    CHECK(a.exec_ok("nft list table inet flowshaper").find("tcp sport 993") != std::string::npos);
+    CHECK(b.exec_ok("nft list table inet flowshaper").find("chain v4") == std::string::npos);
+    {
+        EnterNetns in(a);
+        auto read = port->read(Family::V4);
+        REQUIRE(read);
+        CHECK(read->has_value());
+    }
+}

@@ -35,7 +35,7 @@ struct NftOptions {
 };
 
 // The real nftables port. Works in the network namespace of the calling thread at the time of
-// each call (the event socket: at creation). Errors when libnftables cannot be initialised.
+// each call (the event socket: at creation); it keeps one libnftables context per namespace. Errors when libnftables cannot be initialised.
 // Its remove_all() removes only nftables' objects; mangle_backend.hpp's ports remove both.
 Result<std::unique_ptr<ManglePort>> make_nft_mangle_port(NftOptions options = {});
 
