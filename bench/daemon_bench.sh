@@ -8,8 +8,12 @@
 #     namespace pair, same addresses) with no flowshaper state, measured alternately in the same
 #     run so that the machine's drift hits both alike; and the same device before and after.
 #   bench/daemon_bench.sh [BUILD_DIR]
+# FIREWALL=nftables|iptables (default iptables): the daemon's mangle backend (firewall = ...);
+# ONLY=datapath: the data path part alone.
 set -euo pipefail
 build=${1:-build}
+firewall=${FIREWALL:-iptables}
+only=${ONLY:-}
 fs=$(realpath "$build/src/cli/flowshaper")
 srv=fsb-srv-$$ cli=fsb-cli-$$ srv2=fsb-srv2-$$ cli2=fsb-cli2-$$
 work=$(mktemp -d)
@@ -75,8 +79,9 @@ download_captured() {  # pcap file
 }
 
 echo "== detection latency (flow_bytes ${threshold} B, client downloading at 400 Mbit/s)"
-{ printf '[settings]\npoll_interval = "%sms"\n\n[[interface]]\ndevice = "veth-s"\nrate = "10gbit"\n\n' "$poll_ms"; rule; } >"$work/lat.toml"
+{ printf '[settings]\npoll_interval = "%sms"\nfirewall = "%s"\n\n[[interface]]\ndevice = "veth-s"\nrate = "10gbit"\n\n' "$poll_ms" "$firewall"; rule; } >"$work/lat.toml"
 for run in 1 2 3; do
+  [[ $only == datapath ]] && break
   # A new daemon counts what the table holds at its start (a finished 50 MB connection would
   # make the client heavy at once): start each run from an empty table.
   S conntrack -F >/dev/null 2>&1 || true
@@ -89,12 +94,12 @@ done
 S conntrack -F >/dev/null 2>&1 || true
 S iptables-legacy -t mangle -A POSTROUTING -p tcp --sport 5201 -m connbytes --connbytes "$threshold": \
   --connbytes-dir reply --connbytes-mode bytes -j DSCP --set-dscp 8
-download_captured "$work/cb.pcap"
-printf 'xt_connbytes rule (kernel), for comparison: %s ms\n' "$(latency_ms "$work/cb.pcap")"
+[[ $only == datapath ]] || download_captured "$work/cb.pcap"
+[[ $only == datapath ]] || printf 'xt_connbytes rule (kernel), for comparison: %s ms\n' "$(latency_ms "$work/cb.pcap")"
 S iptables-legacy -t mangle -F POSTROUTING
 
 echo
-echo "== data path: an ordinary client's download, 10,000 caps + one heavy client vs. no flowshaper state"
+echo "== data path (firewall = $firewall): an ordinary client's download, 10,000 caps + one heavy client vs. no flowshaper state"
 # Both ends of the measured download run on CPU 0: unpinned, veth throughput here jumps between
 # ~35 and ~75 Gbit/s with the scheduler's placement; pinned, runs agree within ~10%. The heavy
 # client's download and the daemon run on CPU 1.
@@ -106,7 +111,7 @@ measure_once() {  # server ns, client ns: Mbit/s of a 3 s download by 10.200.0.3
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 rounds=7
 before=$(for _ in 1 2 3; do measure_once "$srv" "$cli"; done | median)
-{ printf '[settings]\npoll_interval = "%sms"\n\n[[interface]]\ndevice = "veth-s"\nrate = "100gbit"\n\n' "$poll_ms"
+{ printf '[settings]\npoll_interval = "%sms"\nfirewall = "%s"\n\n[[interface]]\ndevice = "veth-s"\nrate = "100gbit"\n\n' "$poll_ms" "$firewall"
   printf '[[cap]]\nname = "customers"\ndevice = "veth-s"\nrate = "5mbit"\nclients = [\n'
   for ((i = 0; i < 10000; i++)); do printf '  "10.%d.%d.%d",\n' $((100 + (i >> 16 & 255))) $((i >> 8 & 255)) $((i & 255)); done
   printf ']\n\n'; rule; } >"$work/dp.toml"
@@ -117,6 +122,7 @@ heavy=$!
 for _ in $(seq 100); do grep -q "mark client=10.200.0.2" "$work/daemon.log" && break; sleep 0.1; done
 grep -q "mark client=10.200.0.2" "$work/daemon.log" || { echo "heavy client not detected"; cat "$work/daemon.log"; exit 1; }
 classes=$(S tc class show dev veth-s | wc -l)
+grep -m1 "firewall:" "$work/daemon.log"
 : >"$work/with"; : >"$work/twin"
 for ((r = 0; r < rounds; r++)); do
   measure_once "$srv" "$cli" >>"$work/with"
