@@ -24,6 +24,7 @@
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,6 +155,19 @@ policy::Policy load(const std::string& text) {
     return std::move(*r.policy);
 }
 
+// A poll's wall time and this thread's CPU time in it (user and system: the kernel's walk and
+// netlink work run in the thread's own system calls), which the machine's other load hardly
+// changes.
+struct Times {
+    double wall_ms = 0, cpu_ms = 0;
+};
+
+double thread_cpu_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
 // One daemon with its real ports, opened, started and polled inside its namespace.
 struct Instance {
     const BenchNs& ns;
@@ -187,8 +201,9 @@ struct Instance {
         (void)daemon->stop();
     }
     // One poll, timed (ms); `after` runs inside the timing (the export's loop work).
-    double poll(const std::function<void()>& after = {}) {
+    Times poll(const std::function<void()>& after = {}) {
         ns.enter();
+        const double cpu0 = thread_cpu_ms();
         const auto t0 = Clock::now();
         if (auto st = daemon->poll(mono_ms()); !st)
             std::fprintf(stderr, "poll: %s\n", st.error().text().c_str());
@@ -197,7 +212,7 @@ struct Instance {
             publish_ms.push_back(whole - static_cast<double>(snap->last_poll.duration_us) / 1000.0);
         }
         if (after) after();
-        return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        return {std::chrono::duration<double, std::milli>(Clock::now() - t0).count(), thread_cpu_ms() - cpu0};
     }
     ControlHooks hooks() {
         ControlHooks h;
@@ -221,13 +236,13 @@ double median(std::vector<double> v) {
 }
 
 // Polls x and y alternately (x y, y x, ...) after two untimed polls each; their median times.
-std::pair<double, double> alternate(Instance& x, Instance& y, int polls, int spacing_ms,
-                                    const std::function<void()>& y_after = {}) {
+std::pair<Times, Times> alternate(Instance& x, Instance& y, int polls, int spacing_ms,
+                                  const std::function<void()>& y_after = {}) {
     for (int i = 0; i < 2; ++i) {
         x.poll();
         y.poll(y_after);
     }
-    std::vector<double> tx, ty;
+    std::vector<Times> tx, ty;
     y.publish_ms.clear();
     for (int i = 0; i < polls; ++i) {
         if (i % 2 == 0) {
@@ -239,7 +254,12 @@ std::pair<double, double> alternate(Instance& x, Instance& y, int polls, int spa
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(spacing_ms));
     }
-    return {median(tx), median(ty)};
+    auto medians = [](const std::vector<Times>& v) {
+        std::vector<double> wall, cpu;
+        for (const auto& t : v) wall.push_back(t.wall_ms), cpu.push_back(t.cpu_ms);
+        return Times{median(wall), median(cpu)};
+    };
+    return {medians(tx), medians(ty)};
 }
 
 // Requests the faces answer, in a loop until `stop`: status on the socket, or GET /metrics.
@@ -249,6 +269,8 @@ void query_loop(const BenchNs& ns, const std::string& socket_path, uint16_t metr
     while (!stop) {
         const bool metrics = metrics_port != 0;
         int fd = socket(metrics ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        timeval tv{5, 0};  // a request the faces never answer ends the wait, not the benchmark
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         sockaddr_storage ss{};
         socklen_t len = 0;
         if (metrics) {
@@ -280,10 +302,11 @@ void query_loop(const BenchNs& ns, const std::string& socket_path, uint16_t metr
     }
 }
 
-void print_pair(const char* what, const char* x_label, double x, const char* y_label, double y,
-                const char* goal) {
-    std::printf("  %-13s %-28s %8.1f ms | %-40s %8.1f ms | ratio %.3f (%s)\n", what, x_label, x, y_label, y,
-                x > 0 ? y / x : 0.0, goal);
+void print_pair(const char* x_label, const Times& x, const char* y_label, const Times& y, const char* goal) {
+    std::printf("  poll, wall   %-28s %8.1f ms | %-40s %8.1f ms | ratio %.3f (%s)\n", x_label, x.wall_ms,
+                y_label, y.wall_ms, x.wall_ms > 0 ? y.wall_ms / x.wall_ms : 0.0, goal);
+    std::printf("  poll, CPU    %-28s %8.1f ms | %-40s %8.1f ms | ratio %.3f\n", x_label, x.cpu_ms, y_label,
+                y.cpu_ms, x.cpu_ms > 0 ? y.cpu_ms / x.cpu_ms : 0.0);
 }
 
 // (a): snapshots off (x) vs snapshots on with both faces served and queried (y).
@@ -302,17 +325,18 @@ void faces_scenario(const Args& a, const BenchNs& nx, const BenchNs& ny, bool pr
     MetricsServer metrics(faces_loop, y.hooks(), {{*net::Address::parse("127.0.0.1"), 0}}, log);
     if (auto st = status.open(); !st) throw std::runtime_error(st.error().text());
     if (auto st = metrics.open(); !st) throw std::runtime_error(st.error().text());
-    std::atomic<bool> stop{false};
+    std::atomic<bool> stop{false}, stop_faces{false};
     std::atomic<uint64_t> answered_status{0}, answered_metrics{0};
     std::thread faces([&] {
-        while (!stop) (void)faces_loop.run_once(50);
+        while (!stop_faces) (void)faces_loop.run_once(50);
     });
     std::thread q1([&] { query_loop(ny, ss.path, 0, a.gap_ms, stop, answered_status); });
     std::thread q2([&] { query_loop(ny, "", metrics.port(), a.gap_ms, stop, answered_metrics); });
     const auto [tx, ty] = alternate(x, y, prefilter ? 2 * a.polls : a.polls, a.spacing_ms);
-    stop = true;
+    stop = true;  // the clients first: a request under way still gets its answer
     q1.join();
     q2.join();
+    stop_faces = true;
     faces.join();
     std::filesystem::remove_all(dir);
     const auto snap = y.daemon->snapshot();
@@ -320,12 +344,23 @@ void faces_scenario(const Args& a, const BenchNs& nx, const BenchNs& ny, bool pr
                 prefilter ? "prefilter" : "whole-table",
                 static_cast<unsigned long long>(snap ? snap->last_poll.entries : 0),
                 snap && !snap->devices.empty() ? snap->devices[0].classes.size() : size_t{0});
-    print_pair("poll", "snapshots off", tx, "snapshots on, status+metrics served", ty, "goal <= 1.05");
+    print_pair("snapshots off", tx, "snapshots on, status+metrics served", ty, "goal <= 1.05");
     std::printf("  of which publishing the snapshot (after the poll's own measure): %.2f ms\n",
                 median(y.publish_ms));
     std::printf("  answered meanwhile: %llu status requests, %llu GET /metrics\n",
                 static_cast<unsigned long long>(answered_status.load()),
                 static_cast<unsigned long long>(answered_metrics.load()));
+}
+
+// The control: the same daemon (snapshots off) in both namespaces; how far from 1 a ratio of this
+// bench strays when nothing differs (the machine's noise, the namespaces' own differences).
+void control_scenario(const Args& a, const BenchNs& nx, const BenchNs& ny,
+                      const std::shared_ptr<spdlog::logger>& log) {
+    Instance x(nx, policy_text(false, false), false, log);
+    Instance y(ny, policy_text(false, false), false, log);
+    const auto [tx, ty] = alternate(x, y, a.polls, a.spacing_ms);
+    std::printf("(control) whole-table policy, the same daemon in both namespaces\n");
+    print_pair("snapshots off", tx, "snapshots off", ty, "1 but for noise");
 }
 
 struct Memory {
@@ -401,7 +436,7 @@ void export_scenario(const Args& a, const BenchNs& nx, const BenchNs& ny, bool p
     const Memory after = memory_now();
     const auto [tx, ty] = alternate(x, y, a.polls, a.spacing_ms, loop_work);
     std::printf("(b) %s policy\n", prefilter ? "prefilter" : "whole-table");
-    print_pair("poll", prefilter ? "no export (prefilter)" : "no export", tx,
+    print_pair(prefilter ? "no export (prefilter)" : "no export", tx,
                prefilter ? "[[export]] (whole table)" : "[[export]]", ty, "goal <= 1.3");
     const double n = a.entries;
     if (!prefilter)  // (with the prefilter, the first whole-table polls also grow the detector's state)
@@ -441,6 +476,7 @@ int main(int argc, char** argv) {
         std::printf(
             "daemon poll cost: %u conntrack entries in each of %s and %s, %d timed polls each, medians\n",
             a.entries, x.name().c_str(), y.name().c_str(), a.polls);
+        control_scenario(a, x, y, log);
         for (bool prefilter : {false, true}) faces_scenario(a, x, y, prefilter, log);
         for (bool prefilter : {false, true}) export_scenario(a, x, y, prefilter, log);
     } catch (const std::exception& e) {
