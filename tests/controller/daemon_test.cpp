@@ -561,7 +561,7 @@ void use_fw(Rig& rig) {
 }
 }  // namespace
 
-TEST_CASE("fw: a reload keeps heavy clients and their marks; a new heavy client gets a mark of its own") {
+TEST_CASE("fw: a reload keeps heavy clients and their marks, a new heavy client gets a mark of its own") {
     Rig rig;
     use_fw(rig);
     rig.start();

@@ -102,7 +102,7 @@ TEST_CASE("flow marker: clearing touches only the given clients and reports thos
     CHECK(incomplete.size() == 1);
 }
 
-TEST_CASE("device watch: a device that appears or is created again needs its tree; one that goes does not") {
+TEST_CASE("device watch: a device that appears or is created again needs its tree, one that goes does not") {
     kernel::FakeLinkPort links({"eth0"});
     auto lines = std::make_shared<std::vector<std::string>>();
     auto log = controller::make_memory_logger(lines);

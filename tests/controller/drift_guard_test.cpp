@@ -6,7 +6,7 @@
 
 using flowshaper::controller::DriftGuard;
 
-TEST_CASE("drift: a trigger repairs after the debounce; full checks come every full_check_ms") {
+TEST_CASE("drift: a trigger repairs after the debounce, full checks come every full_check_ms") {
     DriftGuard g;
     CHECK(g.on_trigger(1000) == 1020);
     g.full_checked(1000);

@@ -101,7 +101,7 @@ TEST_CASE("event loop: the wait ends at the next timer's deadline") {
     CHECK(seen_timeout == 100);
 }
 
-TEST_CASE("event loop: one-shot timers fire once; cancel and reset work from callbacks") {
+TEST_CASE("event loop: one-shot timers fire once, cancel and reset work from callbacks") {
     uint64_t now = 0;
     EventLoop loop([&] { return now; });
     int once = 0, periodic = 0;
@@ -117,7 +117,7 @@ TEST_CASE("event loop: one-shot timers fire once; cancel and reset work from cal
     CHECK_FALSE(loop.reset_timer(p, 5));
 }
 
-TEST_CASE("event loop: EINTR is not an error; other epoll errors are returned, not spun on") {
+TEST_CASE("event loop: EINTR is not an error, other epoll errors are returned, not spun on") {
     int calls = 0;
     int fail_with = EINTR;
     EventLoop loop({}, [&](int, epoll_event*, int, int) {
@@ -162,7 +162,7 @@ TEST_CASE("event loop: watching an invalid descriptor is an error, not a crash")
 }
 
 TEST_CASE(
-    "task queue: work posted from another thread runs on the loop's thread; close answers what is left") {
+    "task queue: work posted from another thread runs on the loop's thread, close answers what is left") {
     flowshaper::controller::EventLoop loop;
     flowshaper::controller::TaskQueue queue(loop);
     REQUIRE(queue.open());

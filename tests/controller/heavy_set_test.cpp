@@ -19,7 +19,7 @@ plan::MarkLayout layout(uint32_t mask, size_t rules, bool fw) {
 }
 }  // namespace
 
-TEST_CASE("heavy set: u32 clients share their rule's mark; fw clients get numbers of their own") {
+TEST_CASE("heavy set: u32 clients share their rule's mark, fw clients get numbers of their own") {
     HeavySet u32;
     auto m = layout(0x00ff0000, 2, false);
     u32.reset(m, false);

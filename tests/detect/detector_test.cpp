@@ -39,7 +39,7 @@ policy::Detect mailbox_rule() {
 
 }  // namespace
 
-TEST_CASE("a connection passing flow_bytes marks its client once; its later connections decide nothing") {
+TEST_CASE("a connection passing flow_bytes marks its client once, its later connections decide nothing") {
     Detector det({upload_rule()}, host_addresses(), every_second());
     Table t;
     t.put(outbound(1, "198.51.100.9", 5301, 100'000));

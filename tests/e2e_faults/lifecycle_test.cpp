@@ -142,7 +142,7 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
     std::this_thread::sleep_for(3s);  // the upload ends before the namespaces go
 }
 
-TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's pid; the first runs on") {
+TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's pid, the first runs on") {
     require_netns_privileges();
     FaultRig rig("twice", kSettings, fault_policy_body());
     rig.start();

@@ -77,7 +77,7 @@ TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouch
         tc_reader(rig), 1000);
 }
 
-TEST_CASE("the device deleted and created again gets its tree back; status says missing meanwhile") {
+TEST_CASE("the device deleted and created again gets its tree back, status says missing meanwhile") {
     require_netns_privileges();
     FaultRig rig("linkdel", kSettings, fault_policy_body());
     rig.start();

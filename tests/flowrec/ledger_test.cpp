@@ -179,7 +179,7 @@ TEST_CASE("poll jitter does not move a period end by a whole poll", "[ledger]") 
     CHECK(c.out[0].octets == 200);
 }
 
-TEST_CASE("the ledger tracks at most max_connections; the others come whole from their DESTROY", "[ledger]") {
+TEST_CASE("the ledger tracks at most max_connections, the others come whole from their DESTROY", "[ledger]") {
     Clocked c;
     c.ledger.begin_poll(c.now);
     for (uint32_t id = 1; id <= 150; ++id)

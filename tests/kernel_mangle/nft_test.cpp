@@ -62,7 +62,7 @@ TEST_CASE("nftables: a rejected batch leaves the old table as it was") {
     CHECK(ns.exec_ok("nft -j list ruleset") == before);
 }
 
-TEST_CASE("nftables: someone deleting the table makes change_fd readable; flowshaper's own writes do not") {
+TEST_CASE("nftables: someone deleting the table makes change_fd readable, flowshaper's own writes do not") {
     require_netns_privileges();
     Netns ns("ne");
     EnterNetns in(ns);

@@ -6,6 +6,7 @@
 #include "flowshaper/plan/diff.hpp"
 #include "flowshaper/plan/planner.hpp"
 #include "flowshaper/plan/render.hpp"
+#include "flowshaper/tc/features.hpp"
 #include "policy_builder.hpp"
 
 using namespace flowshaper;
@@ -13,14 +14,14 @@ using Op = tc::Change::Op;
 
 namespace {
 
-kernel::TcFeatures no_aqm() {
-    kernel::TcFeatures f;
+tc::Features no_aqm() {
+    tc::Features f;
     f.source = "/proc/config.gz";
     return f;
 }
 
 // Resolves the policy's settings against `features` (as apply and the daemon do), then plans.
-plan::DevicePlan plan_for(const policy::Policy& p, const kernel::TcFeatures& features,
+plan::DevicePlan plan_for(const policy::Policy& p, const tc::Features& features,
                           const tc::DeviceState* observed = nullptr) {
     auto resolved = plan::resolve(p.settings, features);
     REQUIRE(resolved);
@@ -93,16 +94,16 @@ TEST_CASE("a bfifo is never smaller than three full-size frames") {
     CHECK(tc::leaf_queue_drain_ms(62'501, 500'000) == 126);
 }
 
-TEST_CASE("where the kernel has fq_codel it is preferred, and sfq next; bfifo and pfifo only on request") {
+TEST_CASE("where the kernel has fq_codel it is preferred, and sfq next, bfifo and pfifo only on request") {
     auto p = testing::small_policy();
-    kernel::TcFeatures codel{false, true, true, "fake"};
+    tc::Features codel{false, true, true, "fake"};
     auto dp = plan_for(p, codel);
     CHECK(dp.leaf_kind == "fq_codel");
     for (const auto& q : dp.desired.leaves) {
         CHECK(q.kind == "fq_codel");
         CHECK(q.limit_bytes == 0);
     }
-    kernel::TcFeatures sfq{false, false, true, "fake"};
+    tc::Features sfq{false, false, true, "fake"};
     CHECK(plan_for(p, sfq).leaf_kind == "sfq");
     p.settings.leaf_qdisc = policy::LeafQdisc::Bfifo;
     CHECK(plan_for(p, codel).leaf_kind == "bfifo");
@@ -130,7 +131,7 @@ TEST_CASE("plan says which leaf queue is used, how big and why") {
 }
 
 TEST_CASE(
-    "applying a bfifo plan twice sends nothing; a new leaf_queue changes only the leaf qdiscs in place") {
+    "applying a bfifo plan twice sends nothing, a new leaf_queue changes only the leaf qdiscs in place") {
     auto p = testing::small_policy();
     kernel::FakeTcPort port;
     port.set_features(no_aqm());
