@@ -55,6 +55,8 @@ dscp = "CS1"
 limit = { rate = "10mbit" }
 release_after = "20s"
 TOML
+# The status socket, for `flowshaper status` below (a throwaway path for the demo).
+sed -i "s|^poll_interval = .*|&\nstatus_socket = \"$work/fs.sock\"|" "$work/demo.toml"
 
 say "the policy, checked, and what flowshaper will build"
 "$fs" check "$work/demo.toml" && echo "$work/demo.toml: valid"
@@ -63,7 +65,7 @@ S "$fs" plan "$work/demo.toml"
 say "flowshaper run (log below, prefixed with 'log:')"
 ip netns exec "$srv" "$fs" run "$work/demo.toml" > >(sed -u 's/^/log: /') 2>&1 &  # $! is flowshaper itself
 daemon=$!
-for _ in $(seq 50); do S iptables-legacy-save -t mangle 2>/dev/null | grep -q FLOWSHAPER && break; sleep 0.1; done
+for _ in $(seq 100); do S "$fs" status --socket "$work/fs.sock" >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 0.5
 
 say "two clients download at once for 12 s: 10.200.0.2 from port 5201 (the rule's port), 10.200.0.3 from 5202"
@@ -83,10 +85,14 @@ sleep 1.5
 echo "packets from port 5201 captured on the client side, by DSCP:"
 tshark -r "$work/cap.pcap" -T fields -e ip.dsfield.dscp 2>/dev/null | sort | uniq -c | awk '{printf "  dscp %s: %s packets\n", $2, $1}'
 
-say "flowshaper show"
-S "$fs" show
+say "flowshaper status: who is capped, why (measured against the threshold), until when"
+S "$fs" status --socket "$work/fs.sock"
+
+say "the mangle rules flowshaper keeps (nftables table, or the legacy iptables chain)"
+S nft list table inet flowshaper 2>/dev/null || S iptables-legacy-save -t mangle | grep FLOWSHAPER
 
 say "SIGTERM: flowshaper removes its chain, classes and marks"
 kill -TERM "$daemon"; wait "$daemon" || true; daemon=
 S tc qdisc show dev veth-s
-S iptables-legacy-save -t mangle | grep -c FLOWSHAPER | sed 's/^/FLOWSHAPER lines left in mangle: /' || true
+S iptables-legacy-save -t mangle | grep -c FLOWSHAPER | sed 's/^/FLOWSHAPER lines left in legacy mangle: /' || true
+S nft list tables | grep -c flowshaper | sed 's/^/flowshaper nft tables left: /' || true
