@@ -123,7 +123,7 @@ std::vector<Packet> read_capture(const std::string& pcap) {
 
 TEST_CASE(
     "a capped scraper's new connections carry the DSCP from their first packet and stay under 1.2x its "
-    "ceil; SIGTERM leaves the firewall as before") {
+    "ceil, SIGTERM leaves the firewall as before") {
     require_netns_privileges();
     const std::string firewall = GENERATE(as<std::string>{}, "iptables", "nftables");
     INFO("firewall = " << firewall);
