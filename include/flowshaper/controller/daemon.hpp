@@ -124,7 +124,7 @@ private:
     Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
                          const std::optional<kernel::MangleSpec::Candidate>& prefilter);
     void adopt(uint64_t now_ms);
-    // The kernel sets of capped clients (nftables): every placed client in, the rest out.
+    // The kernel sets of capped clients (nft sets or ipsets): every placed client in, the rest out.
     void sync_capped();
     void prune_capped();
     void act(const std::vector<detect::Decision>& decisions, uint64_t now_ms);
