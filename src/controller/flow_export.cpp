@@ -73,7 +73,7 @@ Status FlowExport::reconfigure(const std::vector<policy::Export>& targets, uint6
             ++it;
             continue;
         }
-        close_all(t);
+        close_all(t, {});
         unwatch(t);
         log_.info("export {}: removed; its open connections were closed (forced end)", t.config.target);
         it = targets_.erase(it);
@@ -142,16 +142,21 @@ void FlowExport::on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>&
     }
 }
 
-void FlowExport::close_all(Target& t) {
+void FlowExport::close_all(Target& t, const std::vector<kernel::FlowSample>& last_dump) {
+    const uint64_t wall = wall_ms_();
     scratch_.clear();
-    t.ledger->flush(wall_ms_(), scratch_);
+    if (!last_dump.empty()) {
+        t.ledger->begin_poll(wall);
+        for (const auto& f : last_dump) t.ledger->observe(f, dscp_of_(f.mark), scratch_);
+    }
+    t.ledger->flush(wall, scratch_);
     if (!scratch_.empty()) t.exporter->submit(scratch_, loop_.now_ms());
     if (!t.exporter->flush(loop_.now_ms()))
         log_.warn("export {}: {} records could not be sent", t.exporter->target(), t.exporter->queued());
 }
 
-void FlowExport::finish() {
-    for (auto& t : targets_) close_all(*t);
+void FlowExport::finish(const std::vector<kernel::FlowSample>& last_dump) {
+    for (auto& t : targets_) close_all(*t, last_dump);
 }
 
 }  // namespace flowshaper::controller

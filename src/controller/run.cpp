@@ -413,7 +413,13 @@ int run_daemon(const std::string& policy_path, bool force) {
     auto looped = p.loop.run([&](const Error& e) { log->error("event loop: {}", e.text()); });
     if (!looped) log->error("event loop gave up: {}; stopping", looped.error().text());
     p.notify.stopping();
-    if (p.flows) p.flows->finish();
+    if (p.flows) {  // one last read of the table: the records end with the bytes moved since the last poll
+        auto last = ports->conntrack->dump_all({});
+        if (!last)
+            log->warn("export: reading conntrack at exit: {}; records end at the last poll",
+                      last.error().text());
+        p.flows->finish(last ? *last : std::vector<kernel::FlowSample>{});
+    }
     p.stop_faces();
     return daemon.stop() && looped ? 0 : 1;
 }

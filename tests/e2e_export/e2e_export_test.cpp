@@ -43,9 +43,11 @@ public:
         while (running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(50ms);
         return !running();
     }
+    void pause() const { kill(pid_, SIGSTOP); }
     void stop() {
         if (pid_ <= 0) return;
         kill(pid_, SIGTERM);
+        kill(pid_, SIGCONT);  // a paused one ends too
         wait(5s);
         pid_ = -1;
     }
@@ -63,27 +65,30 @@ struct CtEnd {
     int seconds = -1;  // delta-time (nf_conntrack_timestamp): the lifetime in whole seconds
 };
 
+// A `conntrack -o extended` line (a listing's or an event's).
+CtEnd parse_ct_line(const std::string& line) {
+    std::istringstream words(line);
+    CtEnd e;
+    int src = 0, sport = 0, bytes = 0, packets = 0;
+    for (std::string w; words >> w;) {
+        auto eq = w.find('=');
+        if (eq == std::string::npos) continue;
+        const std::string k = w.substr(0, eq), v = w.substr(eq + 1);
+        if (k == "src" && src++ == 0) e.src = v;
+        if (k == "sport" && sport++ == 0) e.sport = std::stoi(v);
+        if (k == "bytes" && bytes < 2) e.bytes[bytes++] = std::stoull(v);
+        if (k == "packets" && packets < 2) e.packets[packets++] = std::stoull(v);
+        if (k == "delta-time") e.seconds = std::stoi(v);
+    }
+    return e;
+}
+
 std::vector<CtEnd> destroy_events(const std::string& file) {
     std::vector<CtEnd> out;
     std::istringstream lines(sh_ok("cat " + file));
-    for (std::string line; std::getline(lines, line);) {
-        if (line.find("DESTROY") == std::string::npos || line.find("dport=5001 ") == std::string::npos)
-            continue;
-        std::istringstream words(line);
-        CtEnd e;
-        int src = 0, sport = 0, bytes = 0, packets = 0;
-        for (std::string w; words >> w;) {
-            auto eq = w.find('=');
-            if (eq == std::string::npos) continue;
-            const std::string k = w.substr(0, eq), v = w.substr(eq + 1);
-            if (k == "src" && src++ == 0) e.src = v;
-            if (k == "sport" && sport++ == 0) e.sport = std::stoi(v);
-            if (k == "bytes" && bytes < 2) e.bytes[bytes++] = std::stoull(v);
-            if (k == "packets" && packets < 2) e.packets[packets++] = std::stoull(v);
-            if (k == "delta-time") e.seconds = std::stoi(v);
-        }
-        out.push_back(e);
-    }
+    for (std::string line; std::getline(lines, line);)
+        if (line.find("DESTROY") != std::string::npos && line.find("dport=5001 ") != std::string::npos)
+            out.push_back(parse_ct_line(line));
     return out;
 }
 
@@ -272,17 +277,17 @@ TEST_CASE(
     const std::string rules =
         "[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n"
         "[[detect]]\nname = \"bulk\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nlocal_ports = [5001]\n"
-        "flow_bytes = \"300KB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n\n";
-    TempPolicy policy(policy_text(rules, "500ms", "2s"));
+        "flow_bytes = \"600KB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n\n";
+    TempPolicy policy(policy_text(rules, "1s", "2s"));
     flowshaper::testing::Daemon daemon(lab.net.server, policy.path());
     REQUIRE(daemon.wait_for_log("ready", 10000));
     CHECK(daemon.wait_for_log("conntrack timestamps", 2000));
 
-    // The heavy client gets 2 MB back in about 4 s (300 KB toward it within the first second);
-    // the light one 15 KB in the 10 s it is given before the daemon stops, then it goes on.
-    auto light = lab.client("10.200.0.1", "10.200.0.3", 60.0, 100000, "light");
+    // The heavy client gets 2 MB back in about 4 s (600 KB toward it within 1.5 s); the light one
+    // 10 KB/s (a chunk every 100 ms) for the 10 s it is given before the daemon stops.
+    auto light = lab.client("10.200.0.1", "10.200.0.3", 60.0, 1200000, "light");
     auto heavy = lab.client("10.200.0.1", "10.200.0.2", 4.0, 4000000, "heavy");
-    REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 8000));
+    REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 10000));
     // The kernel's own view: the heavy connection carries a mark, the light one none.
     const auto marked = conntrack_lines(lab.net.server, {"src=10.200.0.2", "dport=5001"});
     REQUIRE(marked.size() == 1);
@@ -292,8 +297,14 @@ TEST_CASE(
     CHECK(unmarked[0].find("mark=0 ") != std::string::npos);
     REQUIRE(heavy->wait(20s));
     const auto ends = lab.wait_for_destroys(1);
-    std::this_thread::sleep_for(1500ms);  // polls: the DESTROY reaches the ledger
+    std::this_thread::sleep_for(2500ms);  // polls: the DESTROY reaches the ledger
     REQUIRE(light->running());            // still open when the daemon stops
+    // Paused (its connection idle, its counters still), read by conntrack, then the daemon stops:
+    // the light connection's records must add up to these counters, bytes since the last poll too.
+    light->pause();
+    std::this_thread::sleep_for(50ms);  // (a poll falls between pause and stop in 1 case of 20)
+    const auto light_ct = conntrack_lines(lab.net.server, {"src=10.200.0.3", "dport=5001"});
+    REQUIRE(light_ct.size() == 1);
     lab.stop(daemon);
     light->stop();
 
@@ -315,6 +326,7 @@ TEST_CASE(
     std::vector<NfRecord> l;
     for (const auto& r : records)
         if (r.src == "10.200.0.3") l.push_back(r);
+    check_totals(l, parse_ct_line(light_ct[0]));
     REQUIRE_FALSE(l.empty());
     for (const auto& r : l) CHECK(r.tos == 0);
     CHECK(l.back().reason == kReasonForcedEnd);  // closed at SIGTERM, not by its end

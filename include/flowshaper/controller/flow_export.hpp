@@ -33,8 +33,10 @@ public:
     bool wants_full_dump() const override { return !targets_.empty(); }
     void on_poll(uint64_t now_ms, const std::vector<kernel::FlowSample>& dump, bool full,
                  const std::vector<kernel::FlowSample>& ended, const detect::LocalAddresses& local) override;
-    // Shutdown: closes every tracked connection ("forced end") and sends what goes out now.
-    void finish();
+    // Shutdown: counts `last_dump` (a read of the table at the stop, so that the records end
+    // with the bytes moved since the last poll), closes every connection ("forced end") and sends
+    // what goes out now.
+    void finish(const std::vector<kernel::FlowSample>& last_dump = {});
     size_t targets() const { return targets_.size(); }
 
 private:
@@ -49,8 +51,8 @@ private:
     Result<std::unique_ptr<Target>> open_target(const policy::Export& target, uint64_t poll_interval_ms);
     void rewatch(Target& t);
     void unwatch(Target& t);
-    // Closes every connection of `t` ("forced end") and sends what goes out now.
-    void close_all(Target& t);
+    // Counts `last_dump`, closes every connection of `t` ("forced end"), sends what goes out now.
+    void close_all(Target& t, const std::vector<kernel::FlowSample>& last_dump);
 
     EventLoop& loop_;
     spdlog::logger& log_;
