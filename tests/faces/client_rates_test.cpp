@@ -172,7 +172,8 @@ TEST_CASE("a reused conntrack id with another client is a new connection, not a 
     ClientRates rates;
     rates.observe(0, {served(1, kClient, 9'000'000, 0)}, kLocal);
     rates.observe(1000, {served(1, kOther, 1000, 0)}, kLocal);
-    auto other = row_of(rates.rows(), kOther);
+    auto rows = rates.rows();
+    auto other = row_of(rows, kOther);
     REQUIRE(other);
     CHECK(other->to_bits_per_s[0] == 8000);
     CHECK(row_of(rates.rows(), kClient) == nullptr);  // no connection, no rate: forgotten

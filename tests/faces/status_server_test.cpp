@@ -93,6 +93,9 @@ TEST_CASE("before the first snapshot status says the daemon is starting") {
 TEST_CASE("200 concurrent status clients are all served while the loop's timer stays on time") {
     StatusServerSettings settings;
     settings.max_clients = 256;
+    // This test is about serving many clients at once, not about the write timeout: the client
+    // reads its 200 answers one after the other (slowly under the sanitizers).
+    settings.write_timeout_ms = 60'000;
     Harness h(settings, 200);
     std::atomic<int> ok{0};
     serve_while(h, [&] {  // one thread, 200 connections, 3 rounds of a request on each at once
@@ -101,14 +104,21 @@ TEST_CASE("200 concurrent status clients are all served while the loop's timer s
         for (int round = 0; round < 3; ++round) {
             for (auto& c : clients) c->send_all("{\"cmd\":\"status\"}\n");
             for (auto& c : clients)
-                if (json::parse(c->read_line(), nullptr, false)["ok"] == true) ++ok;
+                if (auto a = json::parse(c->read_line(), nullptr, false);
+                    a.is_object() && a.value("ok", false))
+                    ++ok;
         }
     });
     CHECK(ok == 600);
     INFO("worst timer gap " << h.worst_gap_ms << " ms, longest round " << h.worst_busy_ms << " ms wall, "
                             << h.worst_cpu_us << " us CPU");
-    CHECK(h.worst_cpu_us < 50'000);  // the loop's own work per round
-    CHECK(h.worst_gap_ms < 20 + 100);
+#if defined(__SANITIZE_ADDRESS__)
+    constexpr uint64_t kSlowdown = 5;  // AddressSanitizer: every memory access is checked
+#else
+    constexpr uint64_t kSlowdown = 1;
+#endif
+    CHECK(h.worst_cpu_us < 50'000 * kSlowdown);  // the loop's own work per round
+    CHECK(h.worst_gap_ms < 20 + 100 * kSlowdown);
     CHECK(h.run_until([&] { return h.server->connections() == 0; }, 2000));
 }
 
