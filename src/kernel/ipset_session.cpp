@@ -12,6 +12,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "session_hint.hpp"
+
 namespace flowshaper::kernel::ipset {
 
 void Session::Free::operator()(struct ::ipset* handle) const {
@@ -65,17 +67,9 @@ int standard_error(struct ::ipset* handle, void* p) {
 }
 
 std::string hint(int err) {
-    switch (err) {
-        case EPERM:
-        case EACCES:
-            return " (flowshaper needs CAP_NET_ADMIN: run it as root or grant the capability)";
-        case EPROTONOSUPPORT:
-            return " (the kernel lacks ip_set or the hash:ip type: use firewall = \"nftables\")";
-        case EBUSY:
-            return " (a rule that is not flowshaper's still refers to the set; remove it first)";
-        default:
-            return "";
-    }
+    return detail::session_hint(
+        err, {{EPROTONOSUPPORT, "the kernel lacks ip_set or the hash:ip type: use firewall = \"nftables\""},
+              {EBUSY, "a rule that is not flowshaper's still refers to the set; remove it first"}});
 }
 
 }  // namespace

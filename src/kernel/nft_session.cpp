@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "session_hint.hpp"
+
 namespace flowshaper::kernel::nft {
 
 void Session::Free::operator()(nft_ctx* ctx) const {
@@ -41,16 +43,9 @@ int errno_of(const std::string& text) {
 }
 
 std::string hint(int err) {
-    switch (err) {
-        case EPERM:
-        case EACCES:
-            return " (flowshaper needs CAP_NET_ADMIN: run it as root or grant the capability)";
-        case EPROTONOSUPPORT:
-        case EOPNOTSUPP:
-            return " (the kernel lacks nf_tables or one of its expressions: use firewall = \"iptables\")";
-        default:
-            return "";
-    }
+    const char* unsupported =
+        "the kernel lacks nf_tables or one of its expressions: use firewall = \"iptables\"";
+    return detail::session_hint(err, {{EPROTONOSUPPORT, unsupported}, {EOPNOTSUPP, unsupported}});
 }
 
 }  // namespace
