@@ -58,24 +58,25 @@ public:
     explicit ChainReader(net::Family family)
         : family_(family), ip_(family == net::Family::V4 ? "ip" : "ip6") {}
 
-    // False when the rule has none of our shapes.
+    // A rule of the family's main chain. False when the rule has none of our shapes.
     bool add(const std::string& s, const std::string& comment) {
         std::smatch m;
-        static const std::regex clear(R"(^S\(meta\.mark,&\(meta\.mark,(\d+)\)\)$)");
-        static const std::regex bit(
-            R"(^M\(==,&\(ct\.mark,(\d+)\),(\d+)\);S\(meta\.mark,\|\(meta\.mark,(\d+)\)\)$)");
+        static const std::regex fast(
+            R"(^M\(==,&\(meta\.mark,(\d+)\),0\);S\(meta\.mark,&\(ct\.mark,(\d+)\)\)$)");
+        static const std::regex slow(R"(^M\(!=,&\(meta\.mark,(\d+)\),0\);J\((\w+)\)$)");
         static const std::regex candidate(R"(^M\(>=,ct\.bytes,(\d+)\);S\(ct\.mark,\|\(ct\.mark,(\d+)\)\)$)");
         const std::regex dscp("^M\\(==,&\\(ct\\.mark,(\\d+)\\),(\\d+)\\);S\\(P\\(" + ip_ +
                               "\\.dscp\\),(\\d+)\\)$");
-        if (std::regex_match(s, m, clear) && !restore_seen_) {
+        if (std::regex_match(s, m, fast) && !restore_seen_ && u32(m[1]) == ~u32(m[2])) {
             restore_seen_ = true;
-            spec_.mark_mask = ~u32(m[1]);
-        } else if (std::regex_match(s, m, bit) && restore_seen_ && m[1] == m[2] && m[2] == m[3]) {
-            restored_bits_ |= u32(m[1]);
-        } else if (std::regex_match(s, m, candidate) && restore_seen_ && !spec_.candidate &&
+            spec_.mark_mask = u32(m[2]);
+        } else if (std::regex_match(s, m, slow) && restore_seen_ && !jump_seen_ &&
+                   u32(m[1]) == ~spec_.mark_mask && m[2] == restore_chain_name(family_)) {
+            jump_seen_ = true;
+        } else if (std::regex_match(s, m, candidate) && jump_seen_ && !spec_.candidate &&
                    spec_.dscp_rules.empty()) {
             spec_.candidate = MangleSpec::Candidate{std::stoull(m[1]), u32(m[2])};
-        } else if (std::regex_match(s, m, dscp) && restore_seen_) {
+        } else if (std::regex_match(s, m, dscp) && jump_seen_) {
             spec_.dscp_rules.push_back(
                 {u32(m[2]), u32(m[1]), static_cast<uint8_t>(std::stoul(m[3])), comment});
         } else {
@@ -84,10 +85,28 @@ public:
         return true;
     }
 
+    // A rule of the family's restore chain: the clear, then one rule per bit.
+    bool add_restore(const std::string& s) {
+        std::smatch m;
+        static const std::regex clear(R"(^S\(meta\.mark,&\(meta\.mark,(\d+)\)\)$)");
+        static const std::regex bit(
+            R"(^M\(==,&\(ct\.mark,(\d+)\),(\d+)\);S\(meta\.mark,\|\(meta\.mark,(\d+)\)\)$)");
+        if (std::regex_match(s, m, clear) && !cleared_) {
+            cleared_ = true;
+            cleared_mask_ = ~u32(m[1]);
+        } else if (std::regex_match(s, m, bit) && cleared_ && m[1] == m[2] && m[2] == m[3]) {
+            restored_bits_ |= u32(m[1]);
+        } else {
+            return false;
+        }
+        return true;
+    }
+
     // The spec, or why the chain is not what we write.
     Result<MangleSpec> finish(const std::string& object) {
         auto bad = [&](const std::string& why) { return make_error("read", object, EPROTO, why); };
-        if (!restore_seen_ || restored_bits_ != spec_.mark_mask)
+        if (!restore_seen_ || !jump_seen_ || !cleared_ || cleared_mask_ != spec_.mark_mask ||
+            restored_bits_ != spec_.mark_mask)
             return bad("the restore rules do not cover mark_mask (the next ensure replaces the table)");
         for (const auto& [rule, c] : capped_) {
             if (rule >= spec_.dscp_rules.size()) return bad("a capped-client rule names no DSCP rule");
@@ -129,8 +148,8 @@ private:
     net::Family family_;
     std::string ip_;
     MangleSpec spec_;
-    bool restore_seen_ = false;
-    uint32_t restored_bits_ = 0;
+    bool restore_seen_ = false, jump_seen_ = false, cleared_ = false;
+    uint32_t cleared_mask_ = 0, restored_bits_ = 0;
     std::map<size_t, Capped> capped_;
 };
 
@@ -158,35 +177,45 @@ Result<TableState> parse_table(const std::string& json_text) {
     if (doc.is_discarded() || !doc.contains("nftables"))
         return make_error("read", "table inet flowshaper", EPROTO, "libnftables printed no JSON listing");
     TableState state;
-    std::map<std::string, ChainReader> chains;
+    std::map<net::Family, ChainReader> readers;
+    // Our chain names: a family's main chain (false) or its restore chain (true).
+    std::map<std::string, std::pair<net::Family, bool>> roles;
+    for (auto f : {net::Family::V4, net::Family::V6}) {
+        roles.emplace(chain_name(f), std::pair{f, false});
+        roles.emplace(restore_chain_name(f), std::pair{f, true});
+    }
     for (const auto& item : doc["nftables"]) {
         if (item.contains("table")) state.exists = true;
         if (item.contains("set")) {
             if (auto st = read_members(item["set"], state.members); !st) return st.error();
         } else if (item.contains("chain")) {
-            const std::string name = item["chain"].value("name", "");
-            if (name == chain_name(net::Family::V4)) chains.emplace(name, ChainReader(net::Family::V4));
-            if (name == chain_name(net::Family::V6)) chains.emplace(name, ChainReader(net::Family::V6));
+            auto role = roles.find(item["chain"].value("name", ""));
+            if (role != roles.end()) readers.emplace(role->second.first, ChainReader(role->second.first));
         } else if (item.contains("rule")) {
             const json& rule = item["rule"];
             const std::string chain = rule.value("chain", "");
             const std::string s = rule["expr"].is_array() ? sig_list(rule["expr"], ";") : "?";
             const std::string where = "rule " + std::to_string(rule.value("handle", 0)) + " of chain " +
                                       chain + " in table inet flowshaper";
-            auto it = chains.find(chain);
-            bool ours = chain == kPostrouting
-                            ? std::regex_search(s, std::regex(R"(^V\(meta\.nfproto,)"))
-                            : it != chains.end() && it->second.add(s, rule.value("comment", ""));
+            bool ours = false;
+            if (chain == kPostrouting) {
+                ours = std::regex_search(s, std::regex(R"(^V\(meta\.nfproto,)"));
+            } else if (auto role = roles.find(chain); role != roles.end()) {
+                auto reader = readers.find(role->second.first);
+                ours = reader != readers.end() &&
+                       (role->second.second ? reader->second.add_restore(s)
+                                            : reader->second.add(s, rule.value("comment", "")));
+            }
             if (!ours)
                 return make_error(
                     "read", where, EPROTO,
                     "not written by flowshaper: " + s + " (the next ensure replaces the table)");
         }
     }
-    for (auto& [name, reader] : chains) {
-        auto spec = reader.finish("chain " + name + " in table inet flowshaper");
+    for (auto& [family, reader] : readers) {
+        auto spec = reader.finish("chain " + chain_name(family) + " in table inet flowshaper");
         if (!spec) return spec.error();
-        (name == chain_name(net::Family::V4) ? state.v4 : state.v6) = *spec;
+        (family == net::Family::V4 ? state.v4 : state.v6) = *spec;
     }
     return state;
 }

@@ -9,6 +9,9 @@ namespace flowshaper::kernel::nft {
 std::string chain_name(net::Family family) {
     return family == net::Family::V4 ? "v4" : "v6";
 }
+std::string restore_chain_name(net::Family family) {
+    return chain_name(family) + "_restore";
+}
 std::string set_name(net::Family family, size_t rule) {
     return std::string(family == net::Family::V4 ? "capped4_" : "capped6_") + std::to_string(rule);
 }
@@ -50,11 +53,12 @@ void chain(std::string& out, net::Family family, const MangleSpec& spec) {
     out += "  chain " + chain_name(family) + " {\n";
     for (size_t i = 0; i < spec.capped.size() && i < spec.dscp_rules.size(); ++i)
         capped_rules(out, family, i, spec);
-    out += "    meta mark set meta mark & " + hex(~spec.mark_mask) + "\n";
-    for (uint32_t bit = 1; bit != 0; bit <<= 1)
-        if (spec.mark_mask & bit)
-            out += "    ct mark & " + hex(bit) + " == " + hex(bit) + " meta mark set meta mark | " +
-                   hex(bit) + "\n";
+    // The masked restore in two rules on the usual path (a packet whose fwmark holds no bit
+    // outside mark_mask takes the ctmark's bits whole); a packet with other bits set goes through
+    // the restore chain, which keeps them.
+    const std::string others = "    meta mark & " + hex(~spec.mark_mask);
+    out += others + " == 0 meta mark set ct mark & " + hex(spec.mark_mask) + "\n";
+    out += others + " != 0 jump " + restore_chain_name(family) + "\n";
     if (spec.candidate)
         out += "    ct bytes >= " + std::to_string(spec.candidate->min_bytes) + " ct mark set ct mark | " +
                hex(spec.candidate->bit) + "\n";
@@ -65,6 +69,17 @@ void chain(std::string& out, net::Family family, const MangleSpec& spec) {
         if (!r.comment.empty()) out += " comment \"" + r.comment + "\"";
         out += "\n";
     }
+    out += "  }\n";
+}
+
+// nft 1.0.6 has no one-rule masked restore: clear flowshaper's bits, then one rule per bit.
+void restore_chain(std::string& out, net::Family family, const MangleSpec& spec) {
+    out += "  chain " + restore_chain_name(family) + " {\n";
+    out += "    meta mark set meta mark & " + hex(~spec.mark_mask) + "\n";
+    for (uint32_t bit = 1; bit != 0; bit <<= 1)
+        if (spec.mark_mask & bit)
+            out += "    ct mark & " + hex(bit) + " == " + hex(bit) + " meta mark set meta mark | " +
+                   hex(bit) + "\n";
     out += "  }\n";
 }
 
@@ -95,6 +110,8 @@ std::string render_body(const std::optional<MangleSpec>& v4, const std::optional
     out += std::string("  chain ") + kPostrouting +
            " {\n    type filter hook postrouting priority mangle; policy accept;\n    meta nfproto vmap { " +
            vmap + " }\n  }\n";
+    if (v4) restore_chain(out, net::Family::V4, *v4);
+    if (v6) restore_chain(out, net::Family::V6, *v6);
     if (v4) chain(out, net::Family::V4, *v4);
     if (v6) chain(out, net::Family::V6, *v6);
     return out;

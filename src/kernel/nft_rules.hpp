@@ -11,6 +11,7 @@ namespace flowshaper::kernel::nft {
 
 inline constexpr const char* kPostrouting = "postrouting";  // the base chain
 std::string chain_name(net::Family family);                 // "v4" / "v6"
+std::string restore_chain_name(net::Family family);         // "v4_restore" / "v6_restore"
 std::string set_name(net::Family family, size_t rule);      // "capped4_0", ...
 
 // What the table holds, read back from `nft -j list table inet flowshaper`.

@@ -1,30 +1,29 @@
-// The rules work on real packets: in a VethPair, connections whose ctmark carries a rule's bits
-// leave the server with the rule's DSCP (tcpdump on the client's side reads the TOS / traffic
-// class), unmarked ones keep 0, and the restore rule copies the ctmark bits into the fwmark.
+// The rules work on real packets, on both backends (GENERATE over nftables and libiptc): in a
+// VethPair, connections whose ctmark carries a rule's bits leave the server with the rule's DSCP
+// (tcpdump on the client's side reads the TOS / traffic class), unmarked ones keep 0, and the
+// restore copies the ctmark bits into the fwmark while keeping the fwmark's other bits.
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
 
+#include "backends.hpp"
 #include "capture.hpp"
 #include "flowshaper/kernel/conntrack_port.hpp"
-#include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "netns.hpp"
 
 using namespace flowshaper::testing;
-using flowshaper::kernel::make_iptc_mangle_port;
+using flowshaper::kernel::MangleBackend;
 using flowshaper::kernel::MangleSpec;
 using flowshaper::net::Family;
 
 namespace {
 
-std::string iptables(Family f) {
-    return f == Family::V4 ? "iptables-legacy" : "ip6tables-legacy";
-}
 std::string client_address(Family f) {
     return f == Family::V4 ? VethPair::kClientV4 : VethPair::kClientV6;
 }
@@ -47,56 +46,85 @@ void send_udp(const Netns& from, const std::string& to, int dport, int sport, in
         to + " " + std::to_string(dport) + " " + std::to_string(sport) + " " + std::to_string(count));
 }
 
+// The packets counted by each commented rule of `table inet fstest`, from `nft -j`.
+std::map<std::string, uint64_t> counted(const Netns& ns) {
+    std::map<std::string, uint64_t> out;
+    auto doc = nlohmann::json::parse(ns.exec_ok("nft -j list table inet fstest"));
+    for (const auto& item : doc["nftables"]) {
+        if (!item.contains("rule") || !item["rule"].contains("comment")) continue;
+        for (const auto& e : item["rule"]["expr"])
+            if (e.contains("counter")) out[item["rule"]["comment"]] = e["counter"]["packets"];
+    }
+    return out;
+}
+
 }  // namespace
 
-TEST_CASE("packets of a connection with the rule's ctmark leave with its DSCP, others keep 0") {
+TEST_CASE(
+    "both backends: packets of a connection with the rule's ctmark leave with its DSCP, others keep 0, "
+    "and the fwmark gets the ctmark's bits beside its own") {
     require_netns_privileges();
+    const MangleBackend backend = GENERATE(MangleBackend::Nftables, MangleBackend::Iptables);
     const Family f = GENERATE(Family::V4, Family::V6);
-    INFO((f == Family::V4 ? "IPv4" : "IPv6"));
+    INFO(name(backend) << (f == Family::V4 ? " IPv4" : " IPv6"));
     VethPair net("mt");
-    auto port = make_iptc_mangle_port();
     {
         EnterNetns in(net.server);
+        auto port = open_port(backend);
         REQUIRE(port->ensure(f, one_rule()));
     }
-    // Test-only rules: connections to port 40001 get the heavy ctmark when they start; after
-    // flowshaper's jump, a rule counts packets whose fwmark carries the restored bits.
-    const std::string ipt = iptables(f) + " -t mangle ";
-    net.server.exec_ok(ipt + "-N FSTEST");
-    net.server.exec_ok(ipt + "-A FSTEST -p udp --dport 40001 -j CONNMARK --set-xmark 0x10000/0xff0000");
-    net.server.exec_ok(ipt + "-A OUTPUT -j FSTEST");
-    net.server.exec_ok(ipt + "-A POSTROUTING -m mark --mark 0x10000/0xff0000 -j RETURN");
+    // Test-only rules, another tool's table: connections to port 40001 get the heavy ctmark when
+    // they start, and packets from source ports 4501x carry fwmark bits of someone else's (0x1;
+    // with 45013 also 0x20000, inside flowshaper's mask, which the restore owns); after flowshaper's
+    // hook (mangle, -150), rules count the fwmarks that leave.
+    const std::string rules = "/tmp/fst-rules-" + std::to_string(getpid()) + ".nft";
+    std::ofstream(rules) << "table inet fstest {\n"
+                            "  chain out { type filter hook output priority mangle; policy accept;\n"
+                            "    udp dport 40001 ct mark set ct mark | 0x00010000\n"
+                            "    udp sport { 45011, 45012 } meta mark set meta mark | 0x1\n"
+                            "    udp sport 45013 meta mark set meta mark | 0x00020001\n"
+                            "  }\n"
+                            "  chain post { type filter hook postrouting priority filter; policy accept;\n"
+                            "    udp dport 40001 meta mark 0x00010000 counter comment \"marked\"\n"
+                            "    udp dport 40001 meta mark 0x00010001 counter comment \"marked-others\"\n"
+                            "    udp dport 40002 meta mark 0 counter comment \"plain\"\n"
+                            "    udp dport 40002 meta mark 0x1 counter comment \"plain-others\"\n"
+                            "  }\n"
+                            "}\n";
+    const int loaded = net.server.exec("nft -f " + rules);
+    std::remove(rules.c_str());
+    REQUIRE(loaded == 0);
 
-    Capture capture(net.client, 6);
+    Capture capture(net.client, 15);
     REQUIRE(capture.listening());
     send_udp(net.server, client_address(f), 40001, 45001, 3);
     send_udp(net.server, client_address(f), 40002, 45002, 3);
+    send_udp(net.server, client_address(f), 40001, 45011, 3);
+    send_udp(net.server, client_address(f), 40002, 45012, 3);
+    send_udp(net.server, client_address(f), 40002, 45013, 3);
     auto packets = capture.packets();
     INFO(capture.raw());
-    CHECK(tos_of(packets, 40001) == std::vector<std::string>{"0x20", "0x20", "0x20"});
-    CHECK(tos_of(packets, 40002) == std::vector<std::string>{"0x0", "0x0", "0x0"});
+    CHECK(tos_of(packets, 40001) == std::vector<std::string>(6, "0x20"));
+    CHECK(tos_of(packets, 40002) == std::vector<std::string>(9, "0x0"));
 
-    // The restore rule put the ctmark bits into the fwmark of exactly the 3 marked packets.
-    const std::string counted = net.server.exec_ok(iptables(f) + "-save -c -t mangle");
-    CHECK(counted.find("[3:") != std::string::npos);
-    std::istringstream lines(counted);
-    bool found = false;
-    for (std::string line; std::getline(lines, line);)
-        if (line.find("-A POSTROUTING -m mark --mark 0x10000/0xff0000 -j RETURN") != std::string::npos) {
-            found = true;
-            CHECK(line.rfind("[3:", 0) == 0);
-        }
-    CHECK(found);
+    const auto n = counted(net.server);
+    INFO(net.server.exec_ok("nft list ruleset"));
+    CHECK(n.at("marked") == 3);         // the usual path: no other bit in the fwmark
+    CHECK(n.at("marked-others") == 3);  // someone else's bit kept beside the restored ones
+    CHECK(n.at("plain") == 3);
+    CHECK(n.at("plain-others") == 6);  // 45012, and 45013 whose bit inside the mask was cleared
 }
 
-TEST_CASE("a ctmark written into a live connection (conntrack -U) marks its following packets") {
+TEST_CASE(
+    "both backends: a ctmark written into a live connection (conntrack -U) marks its following packets") {
     require_netns_privileges();
+    const MangleBackend backend = GENERATE(MangleBackend::Nftables, MangleBackend::Iptables);
     const Family f = GENERATE(Family::V4, Family::V6);
-    INFO((f == Family::V4 ? "IPv4" : "IPv6"));
+    INFO(name(backend) << (f == Family::V4 ? " IPv4" : " IPv6"));
     VethPair net("mu");
-    auto port = make_iptc_mangle_port();
     {
         EnterNetns in(net.server);
+        auto port = open_port(backend);
         REQUIRE(port->ensure(f, one_rule()));  // the only rules: they also switch conntrack on
     }
     Capture capture(net.client, 3);
@@ -114,19 +142,20 @@ TEST_CASE("a ctmark written into a live connection (conntrack -U) marks its foll
 }
 
 TEST_CASE(
-    "the kernel flags connections past the candidate threshold, and a dump filtered on the flag holds just "
-    "those") {
+    "both backends: the kernel flags connections past the candidate threshold, and a dump filtered on the "
+    "flag holds just those") {
     require_netns_privileges();
+    const MangleBackend backend = GENERATE(MangleBackend::Nftables, MangleBackend::Iptables);
     const Family f = GENERATE(Family::V4, Family::V6);
-    INFO((f == Family::V4 ? "IPv4" : "IPv6"));
+    INFO(name(backend) << (f == Family::V4 ? " IPv4" : " IPv6"));
     VethPair net("mc");
-    auto port = make_iptc_mangle_port();
     MangleSpec spec = one_rule();
     spec.mark_mask = 0x007f0000;
     spec.dscp_rules[0].ctmark_mask = 0x007f0000;
     spec.candidate = MangleSpec::Candidate{1000, 0x00800000};
     {
         EnterNetns in(net.server);
+        auto port = open_port(backend);
         REQUIRE(port->ensure_conntrack_accounting());
         REQUIRE(port->ensure(f, spec));
     }
@@ -140,9 +169,15 @@ TEST_CASE(
     INFO(big << small);
     CHECK(big.find("mark=8388608") != std::string::npos);  // 0x800000
     CHECK(small.find("mark=0") != std::string::npos);
-    // The flag is not restored into the fwmark: the restore rule's mask leaves it out.
-    CHECK(net.server.exec_ok(iptables(f) + "-save -t mangle").find("--nfmask 0x7f0000 --ctmask 0x7f0000") !=
-          std::string::npos);
+    // The flag is not restored into the fwmark: the restore's mask leaves it out.
+    if (backend == MangleBackend::Nftables)
+        CHECK(
+            net.server.exec_ok("nft list table inet flowshaper").find("meta mark set ct mark & 0x007f0000") !=
+            std::string::npos);
+    else
+        CHECK(net.server
+                  .exec_ok(std::string(f == Family::V4 ? "iptables" : "ip6tables") + "-legacy-save -t mangle")
+                  .find("--nfmask 0x7f0000 --ctmask 0x7f0000") != std::string::npos);
 
     EnterNetns in(net.server);
     auto ct = flowshaper::kernel::make_nfct_conntrack_port({.events = false});

@@ -5,10 +5,14 @@
 //     set capped4_<i> { type ipv4_addr; }   set capped6_<i> { type ipv6_addr; }   (per rule, with capped)
 //     chain postrouting { type filter hook postrouting priority mangle; policy accept;
 //                         meta nfproto vmap { ipv4 : jump v4, ipv6 : jump v6 } }
+//     chain v4_restore {                    (chain v6_restore alike)
+//       meta mark set meta mark & ~M                        (the masked restore that keeps other
+//       ct mark & b == b meta mark set meta mark | b         bits: clear, then one rule per bit b of M)
+//     }
 //     chain v4 {                            (chain v6 alike, with ip6)
 //       ip daddr @capped4_<i> [tcp sport { P }] ct mark set ct mark & ~R | V    (per rule, with capped)
-//       meta mark set meta mark & ~M                        (restore: clear flowshaper's bits,
-//       ct mark & b == b meta mark set meta mark | b         then one rule per bit b of M)
+//       meta mark & ~M == 0 meta mark set ct mark & M       (restore when no other fwmark bit is set:
+//       meta mark & ~M != 0 jump v4_restore                  one rule; else the restore chain)
 //       ct bytes >= N ct mark set ct mark | B               (optional: the candidate flag)
 //       ct mark & R == V ip dscp set D comment "C"          (one per [[detect]] rule)
 //     }
