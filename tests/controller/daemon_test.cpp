@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "flow_builder.hpp"
 #include "flowshaper/controller/apply.hpp"
 #include "flowshaper/controller/daemon.hpp"
 #include "flowshaper/controller/log.hpp"
@@ -11,10 +12,11 @@
 #include "policy_builder.hpp"
 
 using namespace flowshaper;
+using testing::imap_flow;
+using testing::kServer;
 
 namespace {
 
-const auto kServer = *net::Address::parse("192.0.2.1");
 const auto kClient = *net::Address::parse("198.51.100.20");
 const auto kOther = *net::Address::parse("198.51.100.21");
 
@@ -43,19 +45,6 @@ policy::Policy imap_policy() {
     d.release_after_ms = 10'000;
     p.detects.push_back(d);
     return p;
-}
-
-kernel::FlowSample imap_flow(const net::Address& client, uint16_t sport, uint64_t reply_bytes) {
-    kernel::FlowSample f;
-    f.family = net::Family::V4;
-    f.l4proto = IPPROTO_TCP;
-    f.orig_src = client;
-    f.orig_dst = kServer;
-    f.orig_sport = sport;
-    f.orig_dport = 993;
-    f.orig_bytes = reply_bytes / 50;
-    f.reply_bytes = reply_bytes;
-    return f;
 }
 
 struct Rig {

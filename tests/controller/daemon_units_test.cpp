@@ -1,19 +1,19 @@
 // The daemon's units on their own: the flow marker over a fake conntrack, the device watch over
 // fake links.
-#include <netinet/in.h>
-
 #include <catch2/catch.hpp>
 
+#include "flow_builder.hpp"
 #include "flowshaper/controller/device_watch.hpp"
 #include "flowshaper/controller/flow_marker.hpp"
 #include "flowshaper/controller/log.hpp"
 
 using namespace flowshaper;
 using controller::HeavyKey;
+using testing::imap_flow;
+using testing::kServer;
 
 namespace {
 
-const auto kServer = *net::Address::parse("192.0.2.1");
 const auto kA = *net::Address::parse("198.51.100.1");
 const auto kB = *net::Address::parse("198.51.100.2");
 
@@ -26,17 +26,6 @@ policy::Detect rule() {
     d.flow_bytes = 1000;
     d.dscp = 8;
     return d;
-}
-
-kernel::FlowSample flow(const net::Address& client, uint16_t sport) {
-    kernel::FlowSample f;
-    f.family = net::Family::V4;
-    f.l4proto = IPPROTO_TCP;
-    f.orig_src = client;
-    f.orig_dst = kServer;
-    f.orig_sport = sport;
-    f.orig_dport = 993;
-    return f;
 }
 
 struct MarkerRig {
@@ -58,8 +47,8 @@ struct MarkerRig {
 TEST_CASE(
     "flow marker: only placed, not releasing clients' connections get the mark and the candidate flag") {
     MarkerRig r;
-    uint32_t a = r.conntrack.upsert(flow(kA, 40000));
-    uint32_t b = r.conntrack.upsert(flow(kB, 40001));
+    uint32_t a = r.conntrack.upsert(imap_flow(kA, 40000));
+    uint32_t b = r.conntrack.upsert(imap_flow(kB, 40001));
     REQUIRE(r.heavy.add({0, kA}, {}));
     CHECK(r.marker.mark(r.ctx(), r.all()) == 0);  // not placed yet: class first, then marks
     CHECK(r.conntrack.find(a)->mark == 0);
@@ -69,15 +58,15 @@ TEST_CASE(
     CHECK(r.conntrack.find(b)->mark == 0);
     CHECK(r.marker.mark(r.ctx(), r.all()) == 0);  // already marked: nothing written
     r.heavy.find({0, kA})->releasing = true;
-    uint32_t a2 = r.conntrack.upsert(flow(kA, 40002));
+    uint32_t a2 = r.conntrack.upsert(imap_flow(kA, 40002));
     CHECK(r.marker.mark(r.ctx(), r.all()) == 0);  // releasing: new connections stay unmarked
     CHECK(r.conntrack.find(a2)->mark == 0);
 }
 
 TEST_CASE("flow marker: clearing touches only the given clients and reports those it could not clear") {
     MarkerRig r;
-    uint32_t a = r.conntrack.upsert(flow(kA, 40000));
-    uint32_t b = r.conntrack.upsert(flow(kB, 40001));
+    uint32_t a = r.conntrack.upsert(imap_flow(kA, 40000));
+    uint32_t b = r.conntrack.upsert(imap_flow(kB, 40001));
     for (auto c : {kA, kB}) {
         REQUIRE(r.heavy.add({0, c}, {}));
         r.heavy.find({0, c})->placed = true;
