@@ -15,6 +15,8 @@
 #include <sstream>
 #include <thread>
 
+#include "background.hpp"
+#include "conntrack_text.hpp"
 #include "daemon_fixture.hpp"
 
 using namespace flowshaper::testing;
@@ -24,73 +26,6 @@ namespace {
 
 constexpr int kReasonActiveTimeout = 2, kReasonEndOfFlow = 3, kReasonForcedEnd = 4;  // flowEndReason
 constexpr int kCs1Tos = 8 << 2;  // postIpClassOfService of DSCP CS1
-
-// A program started in the background in a namespace, stopped with SIGTERM.
-class Background {
-public:
-    Background(const Netns& ns, const std::string& command, const std::string& log) {
-        std::string out;
-        sh("ip netns exec " + ns.name() + " " + command + " > " + log + " 2>&1 < /dev/null & echo $!", &out);
-        pid_ = std::stoi(out);
-    }
-    ~Background() { stop(); }
-    Background(const Background&) = delete;
-    Background& operator=(const Background&) = delete;
-    bool running() const { return pid_ > 0 && kill(pid_, 0) == 0; }
-    // Waits for the program to end by itself; false after `timeout`.
-    bool wait(std::chrono::milliseconds timeout) const {
-        const auto end = std::chrono::steady_clock::now() + timeout;
-        while (running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(50ms);
-        return !running();
-    }
-    void pause() const { kill(pid_, SIGSTOP); }
-    void stop() {
-        if (pid_ <= 0) return;
-        kill(pid_, SIGTERM);
-        kill(pid_, SIGCONT);  // a paused one ends too
-        wait(5s);
-        pid_ = -1;
-    }
-
-private:
-    int pid_ = -1;
-};
-
-// A connection to port 5001 as `conntrack -E` printed its DESTROY: the original tuple and both
-// directions' final counters.
-struct CtEnd {
-    std::string src;
-    int sport = 0;
-    uint64_t bytes[2] = {0, 0}, packets[2] = {0, 0};
-    int seconds = -1;  // delta-time (nf_conntrack_timestamp): the lifetime in whole seconds
-};
-
-// A `conntrack -o extended` line (a listing's or an event's).
-CtEnd parse_ct_line(const std::string& line) {
-    std::istringstream words(line);
-    CtEnd e;
-    int src = 0, sport = 0, bytes = 0, packets = 0;
-    for (std::string w; words >> w;) {
-        auto eq = w.find('=');
-        if (eq == std::string::npos) continue;
-        const std::string k = w.substr(0, eq), v = w.substr(eq + 1);
-        if (k == "src" && src++ == 0) e.src = v;
-        if (k == "sport" && sport++ == 0) e.sport = std::stoi(v);
-        if (k == "bytes" && bytes < 2) e.bytes[bytes++] = std::stoull(v);
-        if (k == "packets" && packets < 2) e.packets[packets++] = std::stoull(v);
-        if (k == "delta-time") e.seconds = std::stoi(v);
-    }
-    return e;
-}
-
-std::vector<CtEnd> destroy_events(const std::string& file) {
-    std::vector<CtEnd> out;
-    std::istringstream lines(sh_ok("cat " + file));
-    for (std::string line; std::getline(lines, line);)
-        if (line.find("DESTROY") != std::string::npos && line.find("dport=5001 ") != std::string::npos)
-            out.push_back(parse_ct_line(line));
-    return out;
-}
 
 // One record of a connection to port 5001 as nfdump printed it.
 struct NfRecord {
@@ -202,9 +137,9 @@ struct Lab {
     }
     // Waits until `conntrack -E` printed `n` DESTROY events of port 5001.
     std::vector<CtEnd> wait_for_destroys(size_t n) const {
-        for (int i = 0; i < 150 && destroy_events(dir + "/events.txt").size() < n; ++i)
+        for (int i = 0; i < 150 && destroy_events(dir + "/events.txt", 5001).size() < n; ++i)
             std::this_thread::sleep_for(100ms);
-        return destroy_events(dir + "/events.txt");
+        return destroy_events(dir + "/events.txt", 5001);
     }
     // Stops the daemon (SIGTERM), then nfcapd (which writes its file at SIGTERM).
     void stop(flowshaper::testing::Daemon& daemon) {

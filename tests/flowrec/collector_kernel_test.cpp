@@ -3,7 +3,6 @@
 // UDP to nfcapd (nfdump 1.7) on loopback and into an RFC 5655 file. Checked with independent tools:
 // `conntrack -E` for the final counters, `nfdump` for what the collector decoded, `tshark` for the
 // packets on the wire, `ipfixDump` (libfixbuf) for the file.
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "background.hpp"
+#include "conntrack_text.hpp"
 #include "flowshaper/flowrec/exporter.hpp"
 #include "flowshaper/flowrec/ledger.hpp"
 #include "flowshaper/kernel/conntrack_port.hpp"
@@ -24,6 +25,9 @@
 
 using namespace flowshaper;
 using namespace flowshaper::flowrec;
+using flowshaper::testing::Background;
+using flowshaper::testing::CtEnd;
+using flowshaper::testing::destroy_events;
 using flowshaper::testing::EnterNetns;
 using flowshaper::testing::Netns;
 using flowshaper::testing::sh;
@@ -47,27 +51,6 @@ uint64_t mono_ms() {
                                      .count());
 }
 
-// A program started in the background in a namespace, stopped with SIGTERM (and waited for).
-class Background {
-public:
-    Background(const Netns& ns, const std::string& command, const std::string& log) {
-        std::string out;
-        sh("ip netns exec " + ns.name() + " " + command + " > " + log + " 2>&1 < /dev/null & echo $!", &out);
-        pid_ = std::stoi(out);
-    }
-    ~Background() { stop(); }
-    void stop() {
-        if (pid_ <= 0) return;
-        kill(pid_, SIGTERM);
-        for (int i = 0; i < 50 && kill(pid_, 0) == 0; ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        pid_ = -1;
-    }
-
-private:
-    int pid_ = -1;
-};
-
 // "yyyy/MM/dd.hh:mm:ss-yyyy/MM/dd.hh:mm:ss" (local time, as nfdump -t reads it) around [from, to].
 std::string nfdump_window(uint64_t from_ms, uint64_t to_ms) {
     auto fmt = [](uint64_t ms) {
@@ -79,42 +62,6 @@ std::string nfdump_window(uint64_t from_ms, uint64_t to_ms) {
         return std::string(buf);
     };
     return fmt(from_ms - 1000) + "-" + fmt(to_ms + 1000);
-}
-
-// One connection as `conntrack -E` printed its DESTROY: the original tuple, the reply tuple and
-// both directions' final counters.
-struct CtEnd {
-    std::string src, dst, reply_dst;
-    int sport = 0, dport = 0, reply_dport = 0;
-    uint64_t bytes[2] = {0, 0}, packets[2] = {0, 0};
-    int seconds = -1;  // delta-time: the connection's lifetime in whole seconds (nf_conntrack_timestamp)
-};
-
-std::vector<CtEnd> destroy_events(const std::string& file) {
-    std::vector<CtEnd> out;
-    std::istringstream lines(sh_ok("cat " + file));
-    for (std::string line; std::getline(lines, line);) {
-        if (line.find("DESTROY") == std::string::npos || line.find("dport=5001") == std::string::npos)
-            continue;
-        std::istringstream words(line);
-        CtEnd e;
-        int src = 0, dst = 0, sport = 0, dport = 0, bytes = 0, packets = 0;
-        for (std::string w; words >> w;) {
-            auto eq = w.find('=');
-            if (eq == std::string::npos) continue;
-            std::string k = w.substr(0, eq), v = w.substr(eq + 1);
-            if (k == "src" && src++ == 0) e.src = v;
-            if (k == "dst" && dst++ == 0) e.dst = v;
-            if (k == "dst" && dst == 2) e.reply_dst = v;
-            if (k == "sport" && sport++ == 0) e.sport = std::stoi(v);
-            if (k == "dport") (dport++ == 0 ? e.dport : e.reply_dport) = std::stoi(v);
-            if (k == "bytes" && bytes < 2) e.bytes[bytes++] = std::stoull(v);
-            if (k == "packets" && packets < 2) e.packets[packets++] = std::stoull(v);
-            if (k == "delta-time") e.seconds = std::stoi(v);
-        }
-        out.push_back(e);
-    }
-    return out;
 }
 
 // One record as nfdump printed it.
@@ -297,7 +244,7 @@ TEST_CASE("nfcapd decodes every connection with conntrack's final counters in bo
     capture.stop();
     events.stop();
 
-    const auto ends = destroy_events(lab.dir + "/events.txt");
+    const auto ends = destroy_events(lab.dir + "/events.txt", 5001);
     REQUIRE(ends.size() == 3);
     CHECK(pipe.destroys >= 3);
     const auto records = nfdump_records("-R " + lab.dir + "/nfcapd");
