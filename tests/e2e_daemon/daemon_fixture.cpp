@@ -125,6 +125,38 @@ std::string mangle_save(const Netns& ns, bool v6) {
     return kept;
 }
 
+namespace {
+
+// Lines of `text` without those holding `needle` (and without empty and comment lines).
+std::string without(const std::string& text, const std::string& needle) {
+    std::istringstream in(text);
+    std::string kept;
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty() && line[0] != '#' && line.find(needle) == std::string::npos) kept += line + "\n";
+    return kept;
+}
+
+bool flowshaper_nft_item(const nlohmann::json& item) {
+    for (const auto& [kind, object] : item.items())
+        if (kind == "table" ? object.value("name", "") == "flowshaper"
+                            : object.value("table", "") == "flowshaper")
+            return object.value("family", "") == "inet";
+    return false;
+}
+
+}  // namespace
+
+std::string others_firewall(const Netns& ns) {
+    auto doc = nlohmann::json::parse(ns.exec_ok("nft -j list ruleset"));
+    nlohmann::json kept = nlohmann::json::array();
+    for (const auto& item : doc["nftables"])
+        if (!flowshaper_nft_item(item)) kept.push_back(item);
+    std::string ipsets;
+    ns.exec("ipset save", &ipsets);
+    return kept.dump(1) + "\n" + without(mangle_save(ns, false), "FLOWSHAPER") +
+           without(mangle_save(ns, true), "FLOWSHAPER") + without(ipsets, "flowshaper-");
+}
+
 size_t count_lines(const std::string& text, const std::string& needle) {
     size_t n = 0;
     for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
@@ -133,7 +165,8 @@ size_t count_lines(const std::string& text, const std::string& needle) {
 
 std::ostream& operator<<(std::ostream& os, const KernelCounts& c) {
     return os << "qdiscs " << c.qdiscs << ", classes " << c.classes << ", filters " << c.filters
-              << ", mangle rules " << c.rules4 << " + " << c.rules6;
+              << ", legacy mangle rules " << c.rules4 << " + " << c.rules6 << ", nft rules " << c.nft_rules
+              << ", set members " << c.set_members;
 }
 
 KernelCounts kernel_counts(const Netns& ns, const std::string& dev) {
@@ -147,6 +180,17 @@ KernelCounts kernel_counts(const Netns& ns, const std::string& dev) {
         c.filters += count_lines(ns.exec_ok("tc filter show dev " + dev + " parent " + parent), " fh ");
     c.rules4 = count_lines(mangle_save(ns, false), "\n-A ");
     c.rules6 = count_lines(mangle_save(ns, true), "\n-A ");
+    const auto doc = nlohmann::json::parse(ns.exec_ok("nft -j list ruleset"));
+    for (const auto& item : doc["nftables"]) {
+        if (!flowshaper_nft_item(item)) continue;
+        if (item.contains("rule")) ++c.nft_rules;
+        if (item.contains("set") && item["set"].contains("elem")) c.set_members += item["set"]["elem"].size();
+    }
+    std::string ipsets;
+    ns.exec("ipset save", &ipsets);
+    std::istringstream in(ipsets);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("add flowshaper-", 0) == 0) ++c.set_members;
     return c;
 }
 

@@ -50,12 +50,17 @@ std::string flowid_of(const Netns& ns, const std::string& dev, const std::string
 // `conntrack -L` lines of the namespace that contain every one of `parts`.
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts);
 std::string mangle_save(const Netns& ns, bool v6);
+// The namespace's whole firewall without flowshaper's objects, as the independent tools list it:
+// `nft -j list ruleset` without table inet flowshaper, the legacy mangle tables without the
+// FLOWSHAPER chain and its jump, `ipset save` without the flowshaper-* sets.
+std::string others_firewall(const Netns& ns);
 
-// Everything flowshaper may have created on `dev`, counted with tc and iptables-legacy-save:
-// qdiscs, classes, filters under the root qdisc and under every class (each u32 node, hash table
-// and link), and the mangle rules of both families.
+// Everything flowshaper may have created on `dev`, counted with tc, iptables-legacy-save, nft -j
+// and ipset: qdiscs, classes, filters under the root qdisc and under every class (each u32 node,
+// hash table and link), the legacy mangle rules of both families, the rules of table inet
+// flowshaper, and the members of flowshaper's kernel sets (nft sets and ipsets).
 struct KernelCounts {
-    size_t qdiscs = 0, classes = 0, filters = 0, rules4 = 0, rules6 = 0;
+    size_t qdiscs = 0, classes = 0, filters = 0, rules4 = 0, rules6 = 0, nft_rules = 0, set_members = 0;
     bool operator==(const KernelCounts&) const = default;
 };
 std::ostream& operator<<(std::ostream& os, const KernelCounts& c);

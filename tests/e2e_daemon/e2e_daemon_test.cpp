@@ -1,5 +1,6 @@
 // `flowshaper run` end to end: detection, marking, capping and release on real traffic, checked
-// with tools that are not flowshaper's: tcpdump/tshark, conntrack -L, tc -j, iptables-legacy-save.
+// with tools that are not flowshaper's: tcpdump/tshark, conntrack -L, tc -j, iptables-legacy-save,
+// nft -j, ipset. Every case runs on both mangle backends (GENERATE over `firewall`).
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -14,12 +15,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* kHeader =
-    "[settings]\npoll_interval = \"200ms\"\nfirewall = \"iptables\"\n\n[[interface]]\ndevice = "
-    "\"veth-s\"\nrate = \"1gbit\"\n\n";
+// The backend of this run of a case, for the policy's `firewall` and the checks.
+std::string backend() {
+    return GENERATE(as<std::string>{}, "iptables", "nftables");
+}
 
-std::string upload_rule(const std::string& threshold) {
-    return std::string(kHeader) +
+std::string header(const std::string& firewall) {
+    return "[settings]\npoll_interval = \"200ms\"\nfirewall = \"" + firewall +
+           "\"\n\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n";
+}
+
+std::string upload_rule(const std::string& firewall, const std::string& threshold) {
+    return header(firewall) +
            "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = "
            "[5301]\n"
            "flow_bytes = \"" +
@@ -43,15 +50,25 @@ double l2_rate(const Netns& ns, const std::string& classid, std::chrono::seconds
     return static_cast<double>(b1 - b0) * 8 / secs;
 }
 
+// flowshaper's own mangle objects as the backend's independent tool lists them.
+std::string ours(const Netns& ns, const std::string& firewall) {
+    if (firewall == "iptables") return mangle_save(ns, false) + mangle_save(ns, true);
+    std::string out;
+    return ns.exec("nft list table inet flowshaper", &out) == 0 ? out : "";  // absent: an error
+}
+
 void classic_case(const std::string& client, const std::string& light_client,
                   const std::string& filter_needle) {
     require_netns_privileges();
+    const std::string firewall = backend();
+    INFO("firewall = " << firewall);
     VethPair net("up");
     net.add_client_address(light_client.find(':') == std::string::npos ? light_client + "/24"
                                                                        : light_client + "/64");
-    TempPolicy policy(upload_rule("20MB"));
+    TempPolicy policy(upload_rule(firewall, "20MB"));
     Daemon daemon(net.server, policy.path());
     REQUIRE(daemon.wait_for_log("ready", 10000));
+    REQUIRE(daemon.log().find("firewall: " + firewall) != std::string::npos);
 
     std::string pcap = policy.path() + ".pcap";
     sh("ip netns exec " + net.client.name() + " timeout 14 tcpdump -i veth-c -s 96 -w " + pcap +
@@ -116,9 +133,11 @@ TEST_CASE(
     "a client passing client_bytes over several connections is capped, another keeps full speed, "
     "and the cap is lifted after release_after") {
     require_netns_privileges();
+    const std::string firewall = backend();
+    INFO("firewall = " << firewall);
     VethPair net("srv");
     net.add_client_address("10.200.0.3/24");
-    TempPolicy policy(std::string(kHeader) +
+    TempPolicy policy(header(firewall) +
                       "[[detect]]\nname = \"mailbox-sync\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\n"
                       "local_ports = [5201]\nclient_bytes = \"30MB\"\nwindow = \"1m\"\n"
                       "limit = { rate = \"10mbit\" }\nrelease_after = \"3s\"\n");
@@ -159,48 +178,77 @@ TEST_CASE(
     CHECK(conntrack_lines(net.server, {"10.200.0.2", "mark=65536"}).empty());
 }
 
-TEST_CASE("someone else's mangle rules are untouched, and flowshaper leaves nothing after SIGTERM") {
+TEST_CASE(
+    "someone else's firewall (legacy mangle rules, an nft table, an iptables-nft rule) is untouched, and "
+    "flowshaper leaves nothing after SIGTERM") {
     require_netns_privileges();
+    const std::string firewall = backend();
+    INFO("firewall = " << firewall);
     VethPair net("ipt");
     net.server.exec_ok("iptables-legacy -t mangle -N USERCHAIN");
     net.server.exec_ok("iptables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
     net.server.exec_ok("iptables-legacy -t mangle -A USERCHAIN -j RETURN");
     net.server.exec_ok(
         "ip6tables-legacy -t mangle -A POSTROUTING -p udp --dport 9999 -j MARK --set-mark 0x1");
-    std::string before4 = mangle_save(net.server, false), before6 = mangle_save(net.server, true);
-    TempPolicy policy(upload_rule("20MB"));
+    net.server.exec_ok("nft add table inet othertool");
+    net.server.exec_ok(
+        "nft add chain inet othertool post '{ type filter hook postrouting priority mangle; policy accept; "
+        "}'");
+    net.server.exec_ok("nft add rule inet othertool post udp dport 9998 meta mark set 0x2");
+    net.server.exec_ok("iptables-nft -t mangle -A POSTROUTING -p udp --dport 9997 -j MARK --set-mark 0x3");
+    const std::string before = others_firewall(net.server);
+    REQUIRE(before.find("othertool") != std::string::npos);
+    REQUIRE(before.find("USERCHAIN") != std::string::npos);
+
+    TempPolicy policy(upload_rule(firewall, "20MB"));
     Daemon daemon(net.server, policy.path());
     REQUIRE(daemon.wait_for_log("ready", 10000));
-    std::string during4 = mangle_save(net.server, false);
-    CHECK(count_lines(during4, "-A POSTROUTING -j FLOWSHAPER") == 1);
-    CHECK(during4.find("-A POSTROUTING -p udp -m udp --dport 9999 -j MARK --set-xmark 0x1/0xffffffff") !=
-          std::string::npos);
-    // Without flowshaper's own lines, the table is what it was.
-    std::string stripped;
-    std::istringstream in(during4);
-    for (std::string line; std::getline(in, line);)
-        if (line.find("FLOWSHAPER") == std::string::npos) stripped += line + "\n";
-    CHECK(stripped == before4);
+    // flowshaper's objects are there, in the chosen backend only; everything else is as it was.
+    const std::string legacy = mangle_save(net.server, false) + mangle_save(net.server, true);
+    std::string tables = net.server.exec_ok("nft list tables");
+    if (firewall == "iptables") {
+        CHECK(count_lines(mangle_save(net.server, false), "-A POSTROUTING -j FLOWSHAPER") == 1);
+        CHECK(tables.find("inet flowshaper") == std::string::npos);
+    } else {
+        CHECK(count_lines(tables, "table inet flowshaper") == 1);
+        CHECK(legacy.find("FLOWSHAPER") == std::string::npos);
+    }
+    CHECK(others_firewall(net.server) == before);
     CHECK(daemon.stop(SIGTERM) == 0);
-    CHECK(mangle_save(net.server, false) == before4);
-    CHECK(mangle_save(net.server, true) == before6);
+    CHECK(others_firewall(net.server) == before);
+    CHECK(ours(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
+    CHECK(ours(net.server, "nftables").empty());
+    std::string sets;
+    net.server.exec("ipset list -n", &sets);
+    CHECK(sets.find("flowshaper") == std::string::npos);
     CHECK(tc_json(net.server, "qdisc show dev veth-s")[0]["kind"] == "noqueue");
 }
 
 TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and duplicates nothing") {
     require_netns_privileges();
+    const std::string firewall = backend();
+    INFO("firewall = " << firewall);
     VethPair net("kill");
-    TempPolicy policy(upload_rule("5MB"));
+    TempPolicy policy(upload_rule(firewall, "5MB"));
     auto first = std::make_unique<Daemon>(net.server, policy.path());
     REQUIRE(first->wait_for_log("ready", 10000));
     upload(net, "10.200.0.2", "-t 4", true);
     REQUIRE(first->wait_for_log("mark client=10.200.0.2", 8000));
+    std::this_thread::sleep_for(300ms);  // the kernel set's member follows the class
     auto classes_before = tc_class_table(net.server, "veth-s").size();
     auto before = kernel_counts(net.server);
-    CHECK(before.classes == 3);  // the root class, the default class and the heavy client's
-    CHECK(before.qdiscs == 3);   // htb and a leaf qdisc under each leaf class
-    CHECK(before.filters >= 4);  // a hash table, its link and the client's DSCP node, at least
-    CHECK(before.rules4 >= 2);
+    INFO("before: " << before);
+    CHECK(before.classes == 3);      // the root class, the default class and the heavy client's
+    CHECK(before.qdiscs == 3);       // htb and a leaf qdisc under each leaf class
+    CHECK(before.filters >= 4);      // a hash table, its link and the client's DSCP node, at least
+    CHECK(before.set_members == 1);  // the capped client, in the kernel set of its rule
+    if (firewall == "iptables") {
+        CHECK(before.rules4 >= 2);
+        CHECK(before.nft_rules == 0);
+    } else {
+        CHECK(before.nft_rules >= 4);
+        CHECK(before.rules4 == 0);
+    }
     CHECK(first->stop(SIGKILL) == 128 + SIGKILL);
     first.reset();
 
@@ -208,12 +256,18 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     REQUIRE(second.wait_for_log("ready", 10000));
     CHECK(second.log().find("adopted heavy client 10.200.0.2") != std::string::npos);
     std::this_thread::sleep_for(1s);
-    std::string save = mangle_save(net.server, false);
-    CHECK(count_lines(save, "-A POSTROUTING -j FLOWSHAPER") == 1);
-    CHECK(count_lines(save, ":FLOWSHAPER") == 1);
-    CHECK(count_lines(save, "--restore-mark") == 1);
+    const std::string text = ours(net.server, firewall);
+    if (firewall == "iptables") {
+        CHECK(count_lines(text, "-A POSTROUTING -j FLOWSHAPER") == 2);  // IPv4 and IPv6
+        CHECK(count_lines(text, ":FLOWSHAPER") == 2);
+        CHECK(count_lines(text, "--restore-mark") == 2);
+    } else {
+        CHECK(count_lines(net.server.exec_ok("nft list tables"), "table inet flowshaper") == 1);
+        CHECK(count_lines(text, "jump v4_restore") == 1);
+        CHECK(count_lines(text, "meta nfproto vmap") == 1);
+    }
     CHECK(tc_class_table(net.server, "veth-s").size() == classes_before);
-    CHECK(kernel_counts(net.server) == before);  // not one qdisc, class, filter or rule more or less
+    CHECK(kernel_counts(net.server) == before);  // not one qdisc, class, filter, rule or member more or less
     CHECK(second.log().find("mark client=10.200.0.2") == std::string::npos);  // not decided twice
 
     // Killed again, `flowshaper flush` removes everything the daemon left.
@@ -221,9 +275,13 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     CHECK_FALSE(conntrack_lines(net.server, {"10.200.0.2", "mark=8454144"}).empty());
     std::string out;
     REQUIRE(net.server.exec(std::string(FLOWSHAPER_BIN) + " flush", &out) == 0);
+    INFO(out);
     CHECK(out.find("removed flowshaper's chains") != std::string::npos);
-    CHECK(mangle_save(net.server, false).find("FLOWSHAPER") == std::string::npos);
-    CHECK(mangle_save(net.server, true).find("FLOWSHAPER") == std::string::npos);
+    CHECK(ours(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
+    CHECK(ours(net.server, "nftables").empty());
+    std::string sets;
+    net.server.exec("ipset list -n", &sets);
+    CHECK(sets.find("flowshaper") == std::string::npos);
     auto left = conntrack_lines(net.server, {"10.200.0.2"});
     CHECK_FALSE(left.empty());
     for (const auto& l : left) CHECK(l.find("mark=0 ") != std::string::npos);  // flag included
