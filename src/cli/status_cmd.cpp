@@ -88,7 +88,7 @@ void print_status(const Snapshot& s) {
                 human_duration(now - std::min(now, s.started_unix_ms)).c_str(),
                 human_time(s.started_unix_ms, now).c_str());
     std::printf("policy:     %s\n            checksum %s, loaded %s\n", s.policy_path.c_str(),
-                s.policy_sha256.c_str(), human_time(s.policy_loaded_unix_ms, now).c_str());
+                s.policy_checksum.c_str(), human_time(s.policy_loaded_unix_ms, now).c_str());
     std::printf("classifier: %s; firewall: %s; poll every %s\n", s.classifier.c_str(), s.firewall.c_str(),
                 human_duration(s.poll_interval_ms).c_str());
     std::printf("last poll:  %s, %s, %s, %llu entries, events lost %llu times\n",

@@ -132,9 +132,9 @@ void Daemon::audit(AuditEvent event) {
     if (options_.audit) options_.audit(event);
 }
 
-void Daemon::set_policy_source(std::string path, std::string sha256, uint64_t loaded_unix_ms) {
+void Daemon::set_policy_source(std::string path, std::string checksum, uint64_t loaded_unix_ms) {
     policy_path_ = std::move(path);
-    policy_sha256_ = std::move(sha256);
+    policy_checksum_ = std::move(checksum);
     policy_loaded_unix_ms_ = loaded_unix_ms;
 }
 
@@ -173,10 +173,11 @@ Status Daemon::start(uint64_t now_ms) {
             "(net.netfilter.nf_conntrack_acct=1); it stays on after flowshaper exits (other tools may "
             "read the counters from now on; set it back with sysctl if you must); connections older "
             "than this are not counted");
-    log_->info(
-        "mangle: chain {} with {} rules per family (restore mark, {}{} DSCP rules); conntrack is active",
-        kernel::kMangleChain, 1 + (prefilter_ ? 1 : 0) + policy_.detects.size(),
-        prefilter_ ? "candidate flag, " : "", policy_.detects.size());
+    const std::string backend = ports_.mangle.backend();
+    log_->info("mangle ({}): {}, per family the mark restore, {}{} DSCP rules; conntrack is active", backend,
+               backend == "nftables" ? std::string("table inet ") + kernel::kNftTable
+                                     : std::string("chain ") + kernel::kMangleChain,
+               prefilter_ ? "the candidate flag, " : "", policy_.detects.size());
     if (fw_) {
         // fw classes carry no address: a previous run's per-client marks cannot be adopted.
         if (size_t n = marker_.clear(mark_context(), nullptr, marks_.restore_mask()))

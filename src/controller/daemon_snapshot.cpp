@@ -20,7 +20,7 @@ void Daemon::publish(uint64_t now_ms) {
     snap->taken_unix_ms = wall;
     snap->started_unix_ms = started_unix_ms_;
     snap->policy_path = policy_path_.empty() ? policy_.file : policy_path_;
-    snap->policy_sha256 = policy_sha256_;
+    snap->policy_checksum = policy_checksum_;
     snap->policy_loaded_unix_ms = policy_loaded_unix_ms_;
     snap->classifier = fw_ ? "fw" : "u32";
     snap->firewall = options_.firewall;

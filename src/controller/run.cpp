@@ -392,7 +392,7 @@ int run_daemon(const std::string& policy_path, bool force) {
         auto first = std::make_shared<Snapshot>();
         first->taken_unix_ms = first->started_unix_ms = first->policy_loaded_unix_ms = wall_ms();
         first->policy_path = policy_path;
-        first->policy_sha256 = file_checksum(policy_path);
+        first->policy_checksum = file_checksum(policy_path);
         first->firewall = options.firewall;
         first->poll_interval_ms = daemon.poll_interval_ms();
         for (const auto& r : daemon.policy().detects) first->heavy_per_rule[r.name] = 0;

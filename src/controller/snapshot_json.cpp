@@ -230,7 +230,7 @@ Snapshot snapshot_from(const json& j) {
     s.taken_unix_ms = j.at("taken_unix_ms").get<uint64_t>();
     s.started_unix_ms = j.at("started_unix_ms").get<uint64_t>();
     s.policy_path = j.at("policy_path").get<std::string>();
-    s.policy_sha256 = j.at("policy_sha256").get<std::string>();
+    s.policy_checksum = j.at("policy_checksum").get<std::string>();
     s.policy_loaded_unix_ms = j.at("policy_loaded_unix_ms").get<uint64_t>();
     s.classifier = j.at("classifier").get<std::string>();
     s.firewall = j.at("firewall").get<std::string>();
@@ -295,7 +295,7 @@ json to_json(const Snapshot& s, bool with_clients) {
     return {{"taken_unix_ms", s.taken_unix_ms},
             {"started_unix_ms", s.started_unix_ms},
             {"policy_path", s.policy_path},
-            {"policy_sha256", s.policy_sha256},
+            {"policy_checksum", s.policy_checksum},
             {"policy_loaded_unix_ms", s.policy_loaded_unix_ms},
             {"classifier", s.classifier},
             {"firewall", s.firewall},

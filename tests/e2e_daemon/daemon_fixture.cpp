@@ -125,6 +125,16 @@ std::string mangle_save(const Netns& ns, bool v6) {
     return kept;
 }
 
+std::string each_firewall() {
+    return GENERATE(as<std::string>{}, "iptables", "nftables");
+}
+
+std::string mangle_objects(const Netns& ns, const std::string& firewall) {
+    if (firewall == "iptables") return mangle_save(ns, false) + mangle_save(ns, true);
+    std::string out;
+    return ns.exec("nft list table inet flowshaper", &out) == 0 ? out : "";  // absent: an error
+}
+
 namespace {
 
 // Lines of `text` without those holding `needle` (and without empty and comment lines).

@@ -50,6 +50,12 @@ std::string flowid_of(const Netns& ns, const std::string& dev, const std::string
 // `conntrack -L` lines of the namespace that contain every one of `parts`.
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts);
 std::string mangle_save(const Netns& ns, bool v6);
+// The mangle backend a daemon case runs on, for the policy's `firewall`: a GENERATE over
+// "iptables" and "nftables", so the calling case runs once on each.
+std::string each_firewall();
+// flowshaper's mangle objects as the backend's own tool lists them: iptables-legacy-save of both
+// families ("iptables"), or `nft list table inet flowshaper` ("nftables"; empty when absent).
+std::string mangle_objects(const Netns& ns, const std::string& firewall);
 // The namespace's whole firewall without flowshaper's objects, as the independent tools list it:
 // `nft -j list ruleset` without table inet flowshaper, the legacy mangle tables without the
 // FLOWSHAPER chain and its jump, `ipset save` without the flowshaper-* sets.

@@ -15,11 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The backend of this run of a case, for the policy's `firewall` and the checks.
-std::string backend() {
-    return GENERATE(as<std::string>{}, "iptables", "nftables");
-}
-
 std::string header(const std::string& firewall) {
     return "[settings]\npoll_interval = \"200ms\"\nfirewall = \"" + firewall +
            "\"\n\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n";
@@ -50,17 +45,10 @@ double l2_rate(const Netns& ns, const std::string& classid, std::chrono::seconds
     return static_cast<double>(b1 - b0) * 8 / secs;
 }
 
-// flowshaper's own mangle objects as the backend's independent tool lists them.
-std::string ours(const Netns& ns, const std::string& firewall) {
-    if (firewall == "iptables") return mangle_save(ns, false) + mangle_save(ns, true);
-    std::string out;
-    return ns.exec("nft list table inet flowshaper", &out) == 0 ? out : "";  // absent: an error
-}
-
 void classic_case(const std::string& client, const std::string& light_client,
                   const std::string& filter_needle) {
     require_netns_privileges();
-    const std::string firewall = backend();
+    const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
     VethPair net("up");
     net.add_client_address(light_client.find(':') == std::string::npos ? light_client + "/24"
@@ -133,7 +121,7 @@ TEST_CASE(
     "a client passing client_bytes over several connections is capped, another keeps full speed, "
     "and the cap is lifted after release_after") {
     require_netns_privileges();
-    const std::string firewall = backend();
+    const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
     VethPair net("srv");
     net.add_client_address("10.200.0.3/24");
@@ -182,7 +170,7 @@ TEST_CASE(
     "someone else's firewall (legacy mangle rules, an nft table, an iptables-nft rule) is untouched, and "
     "flowshaper leaves nothing after SIGTERM") {
     require_netns_privileges();
-    const std::string firewall = backend();
+    const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
     VethPair net("ipt");
     net.server.exec_ok("iptables-legacy -t mangle -N USERCHAIN");
@@ -216,8 +204,8 @@ TEST_CASE(
     CHECK(others_firewall(net.server) == before);
     CHECK(daemon.stop(SIGTERM) == 0);
     CHECK(others_firewall(net.server) == before);
-    CHECK(ours(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
-    CHECK(ours(net.server, "nftables").empty());
+    CHECK(mangle_objects(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
+    CHECK(mangle_objects(net.server, "nftables").empty());
     std::string sets;
     net.server.exec("ipset list -n", &sets);
     CHECK(sets.find("flowshaper") == std::string::npos);
@@ -226,7 +214,7 @@ TEST_CASE(
 
 TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and duplicates nothing") {
     require_netns_privileges();
-    const std::string firewall = backend();
+    const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
     VethPair net("kill");
     TempPolicy policy(upload_rule(firewall, "5MB"));
@@ -256,7 +244,7 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     REQUIRE(second.wait_for_log("ready", 10000));
     CHECK(second.log().find("adopted heavy client 10.200.0.2") != std::string::npos);
     std::this_thread::sleep_for(1s);
-    const std::string text = ours(net.server, firewall);
+    const std::string text = mangle_objects(net.server, firewall);
     if (firewall == "iptables") {
         CHECK(count_lines(text, "-A POSTROUTING -j FLOWSHAPER") == 2);  // IPv4 and IPv6
         CHECK(count_lines(text, ":FLOWSHAPER") == 2);
@@ -277,8 +265,8 @@ TEST_CASE("after SIGKILL a restarted daemon adopts what is in the kernel and dup
     REQUIRE(net.server.exec(std::string(FLOWSHAPER_BIN) + " flush", &out) == 0);
     INFO(out);
     CHECK(out.find("removed flowshaper's chains") != std::string::npos);
-    CHECK(ours(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
-    CHECK(ours(net.server, "nftables").empty());
+    CHECK(mangle_objects(net.server, "iptables").find("FLOWSHAPER") == std::string::npos);
+    CHECK(mangle_objects(net.server, "nftables").empty());
     std::string sets;
     net.server.exec("ipset list -n", &sets);
     CHECK(sets.find("flowshaper") == std::string::npos);

@@ -1,6 +1,7 @@
 // The daemon's life beside other people: reloads (invalid ones keep the old policy, valid ones
 // change classes in place), SIGKILL and restart with a heavy client active, a second daemon in
-// the same namespace. Checked with tc and iptables-legacy-save, and in status, metrics, audit.
+// the same namespace. Checked with tc, iptables-legacy-save and nft, and in status, metrics, audit;
+// every case runs on both mangle backends.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -13,7 +14,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* kSettings = "poll_interval = \"500ms\"\nfirewall = \"iptables\"\n";
+// [settings] lines of a case, on the backend it runs on (each_firewall()).
+std::string settings(const std::string& firewall) {
+    return "poll_interval = \"500ms\"\nfirewall = \"" + firewall + "\"\n";
+}
 
 std::string reload_cli(const FaultRig& rig, int* rc) {
     std::string out;
@@ -30,14 +34,17 @@ void ping_capped_client(const FaultRig& rig) {
 
 // A reload rejected for policy errors keeps the policy and the tree, and is counted
 // (counters.reload_failures, flowshaper_reload_failures_total) and audited ("reload-failed").
-TEST_CASE("an invalid reload (SIGHUP or `flowshaper reload`) keeps the running policy and its tree, counted") {
+TEST_CASE(
+    "an invalid reload (SIGHUP or `flowshaper reload`) keeps the running policy and its tree, counted") {
     require_netns_privileges();
-    FaultRig rig("badreload", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("badreload", settings(firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const std::string tree = tc_tree_text(rig.net.server);
-    const std::string mangle = mangle_save(rig.net.server, false);
-    rig.write_policy(kSettings, fault_policy_body("fast"));  // not a rate
+    const std::string mangle = mangle_objects(rig.net.server, firewall);
+    rig.write_policy(settings(firewall), fault_policy_body("fast"));  // not a rate
 
     kill(rig.daemon->pid(), SIGHUP);
     REQUIRE(rig.daemon->wait_for_log("keeping the one that runs", 5000));
@@ -51,7 +58,7 @@ TEST_CASE("an invalid reload (SIGHUP or `flowshaper reload`) keeps the running p
 
     std::this_thread::sleep_for(300ms);
     CHECK(tc_tree_text(rig.net.server) == tree);
-    CHECK(mangle_save(rig.net.server, false) == mangle);
+    CHECK(mangle_objects(rig.net.server, firewall) == mangle);
     CHECK(rig.counter("reload_failures") == 2);
     CHECK(rig.counter("reloads") == 0);
     CHECK(metric_value(rig.metrics(), "flowshaper_reload_failures_total") == 2.0);
@@ -64,7 +71,9 @@ TEST_CASE("an invalid reload (SIGHUP or `flowshaper reload`) keeps the running p
 
 TEST_CASE("a valid reload changes a class's rate in place: same classid, counters kept, nothing else sent") {
     require_netns_privileges();
-    FaultRig rig("goodreload", kSettings, fault_policy_body("5mbit", "100mbit"));
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("goodreload", settings(firewall), fault_policy_body("5mbit", "100mbit"));
     rig.net.add_client_address("10.200.0.7/24");
     rig.start();
     const std::string cap_class = rig.classid_of("cap customer 10.200.0.7");
@@ -79,7 +88,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     const auto changes_before = rig.counter("kernel_changes");
 
     // SIGHUP: the cap's rate.
-    rig.write_policy(kSettings, fault_policy_body("8mbit", "100mbit"));
+    rig.write_policy(settings(firewall), fault_policy_body("8mbit", "100mbit"));
     kill(rig.daemon->pid(), SIGHUP);
     auto took = time_until(
         [&] { return tc_class_table(rig.net.server, "veth-s").at(cap_class).rate == "8Mbit"; }, 5000);
@@ -101,7 +110,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     CHECK(rig.audit_count("reload") == 1);
 
     // `flowshaper reload`: the bulk class's rate, through the socket.
-    rig.write_policy(kSettings, fault_policy_body("8mbit", "200mbit"));
+    rig.write_policy(settings(firewall), fault_policy_body("8mbit", "200mbit"));
     int rc = 0;
     std::string out = reload_cli(rig, &rc);
     INFO(out);
@@ -112,10 +121,12 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
 
 TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no duplicates, in status") {
     require_netns_privileges();
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
     const std::string rule =
         "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = [5301]\n"
         "flow_bytes = \"5MB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
-    FaultRig rig("restart", "poll_interval = \"200ms\"\nfirewall = \"iptables\"\n",
+    FaultRig rig("restart", "poll_interval = \"200ms\"\nfirewall = \"" + firewall + "\"\n",
                  fault_policy_body() + "\n" + rule);
     rig.start();
     rig.net.client.exec_ok("iperf3 -s -1 -D -B 10.200.0.2 -p 5301");
@@ -132,7 +143,11 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
     CHECK(rig.daemon->log().find("adopted heavy client 10.200.0.2") != std::string::npos);
     std::this_thread::sleep_for(1s);
     CHECK(kernel_counts(rig.net.server) == before);
-    CHECK(count_lines(mangle_save(rig.net.server, false), "-A POSTROUTING -j FLOWSHAPER") == 1);
+    const std::string mangle = mangle_objects(rig.net.server, firewall);
+    if (firewall == "iptables")
+        CHECK(count_lines(mangle, "-A POSTROUTING -j FLOWSHAPER") == 2);  // IPv4 and IPv6
+    else
+        CHECK(count_lines(mangle, "meta nfproto vmap") == 1);
     auto snap = rig.snapshot();
     REQUIRE(snap["heavy"].size() == 1);
     CHECK(snap["heavy"][0]["client"] == "10.200.0.2");
@@ -144,7 +159,9 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
 
 TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's pid, the first runs on") {
     require_netns_privileges();
-    FaultRig rig("twice", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("twice", settings(firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const auto counts = kernel_counts(rig.net.server);

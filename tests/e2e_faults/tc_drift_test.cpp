@@ -15,7 +15,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* kSettings = "poll_interval = \"1s\"\nfirewall = \"iptables\"\n";
+// [settings] lines of a case, on the backend it runs on (each_firewall()).
+std::string settings(const std::string& firewall) {
+    return "poll_interval = \"1s\"\nfirewall = \"" + firewall + "\"\n";
+}
 
 std::function<std::string()> tc_reader(const FaultRig& rig) {
     return [&rig] { return tc_tree_text(rig.net.server); };
@@ -45,7 +48,9 @@ std::string u32_node_with(const Netns& ns, const std::string& needle, std::strin
 
 TEST_CASE("the root qdisc deleted behind the daemon's back is back within 1 s, counted and audited") {
     require_netns_privileges();
-    FaultRig rig("rootdel", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("rootdel", settings(firewall), fault_policy_body());
     rig.start();
     expect_repaired(rig, "tc qdisc del dev veth-s root", tc_reader(rig), 1000);
     expect_repaired(rig, "tc qdisc del dev veth-s root", tc_reader(rig),
@@ -54,7 +59,9 @@ TEST_CASE("the root qdisc deleted behind the daemon's back is back within 1 s, c
 
 TEST_CASE("one policy class (without filters) deleted is back within 1 s, the others untouched") {
     require_netns_privileges();
-    FaultRig rig("classdel", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("classdel", settings(firewall), fault_policy_body());
     rig.start();
     std::string bulk = rig.classid_of("class bulk");
     REQUIRE_FALSE(bulk.empty());
@@ -66,7 +73,9 @@ TEST_CASE("one policy class (without filters) deleted is back within 1 s, the ot
 // what it applied): the classid and its counters survive.
 TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouched") {
     require_netns_privileges();
-    FaultRig rig("filterdel", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("filterdel", settings(firewall), fault_policy_body());
     rig.start();
     std::string prio;
     std::string handle = u32_node_with(rig.net.server, "0ac80007/ffffffff", &prio);  // 10.200.0.7
@@ -79,7 +88,9 @@ TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouch
 
 TEST_CASE("the device deleted and created again gets its tree back, status says missing meanwhile") {
     require_netns_privileges();
-    FaultRig rig("linkdel", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("linkdel", settings(firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const std::string before = tc_tree_text(rig.net.server);
@@ -111,7 +122,9 @@ TEST_CASE("the device deleted and created again gets its tree back, status says 
 
 TEST_CASE("a tool deleting the root qdisc in a loop makes the daemon back off and say so, at low CPU") {
     require_netns_privileges();
-    FaultRig rig("fight", kSettings, fault_policy_body());
+    const std::string firewall = each_firewall();
+    INFO("firewall = " << firewall);
+    FaultRig rig("fight", settings(firewall), fault_policy_body());
     rig.start();
     const std::string before = tc_tree_text(rig.net.server);
     auto cpu_ticks = [&] {

@@ -24,10 +24,10 @@ TEST_CASE("a snapshot written as JSON reads back field for field") {
 
 TEST_CASE("a snapshot with a missing or mistyped field is an error naming the field") {
     auto json = to_json(faces_test::sample_snapshot());
-    json.erase("policy_sha256");
+    json.erase("policy_checksum");
     auto r = snapshot_from_json(json);
     REQUIRE_FALSE(r.ok());
-    CHECK_THAT(r.error().text(), Catch::Contains("policy_sha256"));
+    CHECK_THAT(r.error().text(), Catch::Contains("policy_checksum"));
 
     json = to_json(faces_test::sample_snapshot());
     json["heavy"][0]["client"] = "not-an-address";

@@ -98,7 +98,7 @@ public:
 
     void add_reader(FlowReader* reader) { readers_.push_back(reader); }
     // Where the policy came from, for the snapshot.
-    void set_policy_source(std::string path, std::string sha256, uint64_t loaded_unix_ms);
+    void set_policy_source(std::string path, std::string checksum, uint64_t loaded_unix_ms);
 
     uint64_t poll_interval_ms() const { return policy_.settings.poll_interval_ms; }
     const policy::Policy& policy() const { return policy_; }
@@ -175,7 +175,7 @@ private:
     PollSnapshot last_poll_;
     std::deque<ErrorSnapshot> errors_;
     uint64_t started_unix_ms_ = 0;
-    std::string policy_path_, policy_sha256_;
+    std::string policy_path_, policy_checksum_;
     uint64_t policy_loaded_unix_ms_ = 0;
 };
 

@@ -118,7 +118,7 @@ struct Snapshot {
     uint64_t taken_unix_ms = 0;
     uint64_t started_unix_ms = 0;
     std::string policy_path;
-    std::string policy_sha256;
+    std::string policy_checksum;  // "crc32:<8 hex digits>" of the policy file
     uint64_t policy_loaded_unix_ms = 0;
     std::string classifier;  // "u32" | "fw"
     std::string firewall;    // mangle backend and why it was chosen
