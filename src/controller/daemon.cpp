@@ -95,7 +95,8 @@ Result<Daemon::Layout> Daemon::make_layout(const policy::Policy& policy, std::ve
         if (layout.prefilter)
             notes->push_back(fmt::format(
                 "conntrack prefilter: the kernel flags connections past {} bytes with ctmark bit {:#x} "
-                "(xt_connbytes); polls read only those and the heavy clients' connections",
+                "(iptables: xt_connbytes, nftables: ct bytes); polls read only those and the heavy clients' "
+                "connections",
                 layout.prefilter->min_bytes, layout.prefilter->bit));
         else if (!why_not.empty())
             notes->push_back("conntrack prefilter off: " + why_not);

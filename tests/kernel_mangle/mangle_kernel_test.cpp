@@ -1,4 +1,5 @@
-// The real mangle port (libiptc) against the kernel, in throwaway network namespaces, checked
+// The real mangle port (libiptc; the accounting cases on both backends) against the kernel, in
+// throwaway network namespaces, checked
 // with tools that are not flowshaper's: iptables-legacy-save / ip6tables-legacy-save, tcpdump,
 // conntrack, and /proc/sys read through `ip netns exec`.
 #include <sys/file.h>
@@ -13,11 +14,14 @@
 #include <sstream>
 #include <thread>
 
+#include "backends.hpp"
 #include "flowshaper/kernel/mangle_iptc_port.hpp"
+#include "flowshaper/kernel/mangle_nft_port.hpp"
 #include "netns.hpp"
 
 using namespace flowshaper::testing;
 using flowshaper::kernel::make_iptc_mangle_port;
+using flowshaper::kernel::MangleBackend;
 using flowshaper::kernel::MangleSpec;
 using flowshaper::net::Family;
 
@@ -397,14 +401,16 @@ TEST_CASE("the XTABLES_LOCKFILE that iptables-legacy honours is the lock the por
     CHECK_THAT(st.error().text(), Catch::Contains(path));
 }
 
-TEST_CASE("conntrack byte accounting is switched on in the namespace only") {
+TEST_CASE("both backends: conntrack byte accounting is switched on in the namespace only") {
     require_netns_privileges();
+    const MangleBackend backend = GENERATE(MangleBackend::Nftables, MangleBackend::Iptables);
+    INFO(name(backend));
     const std::string host_before = sh_ok("cat /proc/sys/net/netfilter/nf_conntrack_acct");
     Netns ns("mg");
     REQUIRE(ns.exec_ok("cat /proc/sys/net/netfilter/nf_conntrack_acct") == "0\n");
-    auto port = make_iptc_mangle_port();
     {
         EnterNetns in(ns);
+        auto port = open_port(backend);
         auto first = port->ensure_conntrack_accounting();
         INFO((first ? "" : first.error().text()));
         REQUIRE(first);
@@ -417,12 +423,21 @@ TEST_CASE("conntrack byte accounting is switched on in the namespace only") {
     CHECK(sh_ok("cat /proc/sys/net/netfilter/nf_conntrack_acct") == host_before);
 }
 
-TEST_CASE("a missing sysctl file is reported with what to load") {
-    flowshaper::kernel::IptcOptions options;
-    options.conntrack_acct_path = "/nonexistent/nf_conntrack_acct";
-    auto port = make_iptc_mangle_port(options);
-    auto r = port->ensure_conntrack_accounting();
-    REQUIRE_FALSE(r);
-    CHECK(r.error().code == ENOENT);
-    CHECK_THAT(r.error().text(), Catch::Contains("modprobe nf_conntrack"));
+TEST_CASE("both backends: a missing sysctl file is reported with what to load") {
+    const std::string path = "/nonexistent/nf_conntrack_acct";
+    flowshaper::kernel::IptcOptions iptc;
+    iptc.conntrack_acct_path = path;
+    flowshaper::kernel::NftOptions nft;
+    nft.conntrack_acct_path = path;
+    nft.events = false;
+    auto nft_port = flowshaper::kernel::make_nft_mangle_port(nft);
+    REQUIRE(nft_port);
+    auto iptc_port = make_iptc_mangle_port(iptc);
+    for (auto* port : {iptc_port.get(), nft_port->get()}) {
+        INFO(port->backend());
+        auto r = port->ensure_conntrack_accounting();
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == ENOENT);
+        CHECK_THAT(r.error().text(), Catch::Contains("modprobe nf_conntrack"));
+    }
 }
