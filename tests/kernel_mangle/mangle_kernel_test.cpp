@@ -1,7 +1,7 @@
 // The real mangle port (libiptc; the accounting cases on both backends) against the kernel, in
-// throwaway network namespaces, checked
-// with tools that are not flowshaper's: iptables-legacy-save / ip6tables-legacy-save, tcpdump,
-// conntrack, and /proc/sys read through `ip netns exec`.
+// throwaway network namespaces, checked with tools that are not flowshaper's:
+// iptables-legacy-save / ip6tables-legacy-save, tcpdump, conntrack, and /proc/sys read through
+// `ip netns exec`.
 #include <sys/file.h>
 
 #include <fcntl.h>
