@@ -7,6 +7,8 @@
 # local socket buffer holds it back), while ping from the router measures the round trip through
 # the same class. Runs as root in throwaway namespaces it creates and removes.
 #
+# Then the goodput of 20 sequential 256 KB downloads through the same class (part 2).
+#
 #   bench/leaf_queue_bench.sh [BUILD_DIR] [ROUNDS] [OFFERED]    (default: build 3 8M)
 set -euo pipefail
 build=${1:-build}
@@ -86,4 +88,45 @@ for ((r = 1; r <= rounds; r++)); do
 done
 idle=$(in_srv ping -c 10 -i 0.05 -q 10.201.0.2 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
 echo "idle RTT through the same class (bfifo, no flood): ${idle} ms; offered load ${offered}bit/s into a 5mbit cap"
+
+# Part 2: goodput of short downloads (20 sequential connections of 256 KB each from the router,
+# as a scraper's range requests or an IMAP FETCH) through the same 5 Mbit/s class. TCP hands the
+# qdisc GSO packets of up to 64 KiB: flowshaper's bfifo takes one whole (its floor, 73,948
+# bytes); the reference "bfifo 62500" is the 100 ms size without that floor (set with tc).
+cat >"$work/srv.py" <<'PY'
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.201.0.1", 8080)); s.listen(16); d = b"x" * 262144
+for _ in range(20):
+    c, _ = s.accept(); c.recv(16); c.sendall(d); c.close()
+PY
+cat >"$work/cli.py" <<'PY'
+import socket, time
+t = time.time(); n = 0; slowest = 0
+for _ in range(20):
+    a = time.time(); c = socket.create_connection(("10.201.0.1", 8080), timeout=60); c.sendall(b"GET")
+    while True:
+        b = c.recv(65536); n += len(b)
+        if not b: break
+    slowest = max(slowest, time.time() - a)
+print("%.2f %.2f" % (n * 8 / (time.time() - t) / 1e6, slowest))
+PY
+goodput() {  # LEAF_QDISC [tc limit to force on the bfifo]
+  in_srv "$fs" flush >/dev/null 2>&1 || true
+  policy "$1" >"$work/p.toml"
+  in_srv "$fs" apply "$work/p.toml" >/dev/null
+  [[ -n ${2:-} ]] && in_srv tc qdisc replace dev fsq-s parent f5:100 handle 100: bfifo limit "$2"
+  local leaf
+  leaf=$(in_srv tc qdisc show dev fsq-s | awk '/parent f5:100 / {print $2, $NF; found=1} END {if (!found) print "pfifo(default)", "-"}')
+  in_srv timeout 120 python3 "$work/srv.py" & local server=$!
+  sleep 0.5
+  read -r mbit slowest < <(ip netns exec "$cli" timeout 120 python3 "$work/cli.py")
+  wait "$server" || true
+  printf '%-16s %10s %10s   %s\n' "$3" "$mbit" "$slowest" "$leaf"
+}
+echo
+printf '%-16s %10s %10s   %s\n' "leaf queue" "Mbit/s" "slowest s" "kernel leaf (limit)"
+goodput bfifo "" "bfifo (floor)"
+goodput bfifo 62500 "bfifo 62500"
+goodput pfifo "" "pfifo"
 in_srv "$fs" flush >/dev/null 2>&1 || true

@@ -79,7 +79,7 @@ TEST_CASE("a jump forward with traffic in the gap makes no giant rate") {
 
 TEST_CASE("a jump forward (suspend) releases nobody and quiet time goes on from regular steps only") {
     auto r = upload_rule();
-    r.release_after_ms = 9'800;  // + 200 ms for the leaf queue to drain (2/4 Mbit/s limit): 10 s
+    r.release_after_ms = 9'704;  // + 296 ms for the leaf queue to drain (2/4 Mbit/s limit): 10 s
     Detector det({r}, host_addresses(), every_second());
     Table t;
     const char* clients[] = {"198.51.100.1", "198.51.100.2", "198.51.100.3"};
@@ -123,7 +123,7 @@ TEST_CASE("the first poll is a baseline: old bytes count for flow_bytes, not for
 
 TEST_CASE("an adopted client gets no Mark, and its quiet time counts from the adoption") {
     auto r = upload_rule();
-    r.release_after_ms = 9'800;  // + 200 ms leaf queue drain: 10 s
+    r.release_after_ms = 9'704;  // + 296 ms leaf queue drain: 10 s
     Detector det({r}, host_addresses(), every_second());
     CHECK_FALSE(det.adopt(1, addr("198.51.100.9"), at(0)));  // no such rule
     REQUIRE(det.adopt(0, addr("198.51.100.9"), at(0)));
@@ -150,7 +150,7 @@ TEST_CASE("a client adopted between polls is quiet from its adoption on, not fro
     for (uint64_t s = 6; s <= 20; ++s)
         for (const auto& d : det.observe(at(s), t.samples()))
             if (d.kind == DecisionKind::Release) released_at.push_back(s);
-    CHECK(released_at == std::vector<uint64_t>{16});  // 10.2 s (10 s + the queue's 200 ms) after 5.5 s
+    CHECK(released_at == std::vector<uint64_t>{16});  // 10.296 s (10 s + the queue's 296 ms) after 5.5 s
 }
 
 TEST_CASE("a revoked Mark is decided again at the next poll") {
@@ -230,14 +230,15 @@ TEST_CASE("view: the last timed poll's rate, quiet time on the detector clock, t
     CHECK_FALSE(det.view(2, client).has_value());  // no such rule
     auto w = det.view(1, addr("203.0.113.7"));
     REQUIRE(w.has_value());
-    // release_after + 200 ms: a leaf queue of 50,000 bytes (100 ms at 4 Mbit/s) drained at 2 Mbit/s.
-    CHECK(w->release_after_ms == 30'200);
+    // release_after + 296 ms: a leaf queue of 73,948 bytes (100 ms at 4 Mbit/s is 50,000, below
+    // the floor of one GSO packet and three frames) drained at 2 Mbit/s.
+    CHECK(w->release_after_ms == 30'296);
     CHECK(w->release_rate_bits_per_s == 133'333);  // client_bytes * 8 / window, below limit / 2
     auto v = det.view(0, client);
     REQUIRE(v.has_value());
     CHECK(v->poll_rate_bits_per_s == 0);       // the baseline measures no rate
     CHECK_FALSE(v->quiet_for_ms.has_value());  // not heavy
-    CHECK(v->release_after_ms == 10'200);
+    CHECK(v->release_after_ms == 10'296);
     CHECK(v->release_rate_bits_per_s == 1'000'000);  // limit.rate / 2
 
     t.grow(1, 2'000'000);

@@ -213,8 +213,9 @@ TEST_CASE("excluded clients are never marked nor tracked") {
 
 TEST_CASE(
     "release comes after release_after of quiet and not before, and a loud poll restarts the quiet time") {
-    auto r = upload_rule();      // limit 2 Mbit/s: quiet below 1 Mbit/s = 125,000 bytes per 1 s poll
-    r.release_after_ms = 9'800;  // + 200 ms for the leaf queue to drain (50,000 bytes at 2 Mbit/s)
+    auto r = upload_rule();  // limit 2 Mbit/s: quiet below 1 Mbit/s = 125,000 bytes per 1 s poll
+    r.release_after_ms =
+        9'704;  // + 296 ms for the leaf queue to drain (73,948 bytes, the floor, at 2 Mbit/s)
     Detector det({r}, host_addresses(), every_second());
     Table t;
     t.put(outbound(1, "198.51.100.9", 5301, 0));
@@ -249,7 +250,7 @@ TEST_CASE(
 
 TEST_CASE("a released client that turns heavy again needs another flow_bytes") {
     auto r = upload_rule();
-    r.release_after_ms = 2'800;  // + 200 ms leaf queue drain: 3 s
+    r.release_after_ms = 2'704;  // + 296 ms leaf queue drain: 3 s
     Detector det({r}, host_addresses(), every_second());
     Table t;
     t.put(outbound(1, "198.51.100.9", 5301, 0));
@@ -274,7 +275,7 @@ TEST_CASE("a released client that turns heavy again needs another flow_bytes") {
 
 TEST_CASE("a release empties the client's window: it needs another client_bytes to be marked again") {
     auto r = mailbox_rule();     // 3,000,000 bytes in 60 s; quiet below 400 kbit/s (3 MB per minute)
-    r.release_after_ms = 2'800;  // + 200 ms leaf queue drain: 3 s
+    r.release_after_ms = 2'704;  // + 296 ms leaf queue drain: 3 s
     Detector det({r}, host_addresses(), every_second());
     Table t;
     t.put(inbound(1, "203.0.113.7", 993, 0));

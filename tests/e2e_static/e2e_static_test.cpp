@@ -142,7 +142,7 @@ TEST_CASE(
     "changing one cap's rate changes that class and its leaf queue in place and its counters keep counting") {
     require_netns_privileges();
     VethPair net("chg");
-    TempFile p(policy({{"10.200.0.2", "5mbit"}, {"10.200.0.9", "5mbit"}}));
+    TempFile p(policy({{"10.200.0.2", "8mbit"}, {"10.200.0.9", "8mbit"}}));
     REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
     auto id = flowid_of(net.server, "0ac80002/ffffffff at 16");
     REQUIRE_FALSE(id.empty());
@@ -160,8 +160,8 @@ TEST_CASE(
     };
     auto leaves_before = leaves();
     REQUIRE(leaves_before.count(id));
-    CHECK(leaves_before[id].second == 62'500);  // bfifo: 100 ms at 5 Mbit/s
-    TempFile q(policy({{"10.200.0.2", "8mbit"}, {"10.200.0.9", "5mbit"}}));
+    CHECK(leaves_before[id].second == 100'000);  // bfifo: 100 ms at 8 Mbit/s (above the floor)
+    TempFile q(policy({{"10.200.0.2", "12mbit"}, {"10.200.0.9", "8mbit"}}));
     std::string out;
     REQUIRE(run_fs(net.server, "apply -v " + q.path, &out) == 0);
     CHECK(out.find("veth-s: 2 changes sent") != std::string::npos);  // the class and its bfifo
@@ -172,12 +172,12 @@ TEST_CASE(
         INFO(parent);
         REQUIRE(leaves_after.count(parent));
         CHECK(leaves_after[parent].first == leaf.first);
-        CHECK(leaves_after[parent].second == (parent == id ? 100'000 : leaf.second));  // 100 ms at 8 Mbit/s
+        CHECK(leaves_after[parent].second == (parent == id ? 150'000 : leaf.second));  // 100 ms at 12 Mbit/s
     }
     CHECK(flowid_of(net.server, "0ac80002/ffffffff at 16") == id);
     auto classes = tc_class_table(net.server, "veth-s");
     REQUIRE(classes.count(id));
-    CHECK(classes[id].rate == "8Mbit");
+    CHECK(classes[id].rate == "12Mbit");
     CHECK(classes[id].bytes >= before);
 }
 

@@ -43,6 +43,18 @@ policy::Policy on_veth(policy::Policy p) {
     return p;
 }
 
+// Adds a cap "probe" for the client end of the VethPair (10.200.0.2) on veth-s.
+policy::Policy with_probe_cap(policy::Policy p, uint64_t rate_bits_per_s, uint64_t ceil_bits_per_s) {
+    policy::Cap probe;
+    probe.name = "probe";
+    probe.device = "veth-s";
+    probe.clients = {*net::Prefix::parse("10.200.0.2")};
+    probe.rate_bits_per_s = rate_bits_per_s;
+    probe.ceil_bits_per_s = ceil_bits_per_s;
+    p.caps.push_back(probe);
+    return p;
+}
+
 // `tc monitor` in a namespace, as an observer independent of flowshaper. Start and stop are
 // fenced with a qdisc added to and deleted from lo, so that what it printed in between is exactly
 // what the kernel announced meanwhile.
@@ -157,23 +169,18 @@ TEST_CASE("on the real kernel, a second apply is silent to tc monitor and resets
 TEST_CASE(
     "on the real kernel, a capped client's bfifo holds 100 ms at its ceil and bounds its RTT under load") {
     Fixture f;
-    auto p = on_veth(testing::small_policy());
-    policy::Cap probe;
-    probe.name = "probe";
-    probe.device = "veth-s";
-    probe.clients = {*net::Prefix::parse("10.200.0.2")};
-    probe.rate_bits_per_s = probe.ceil_bits_per_s = 5'000'000;
-    p.caps.push_back(probe);
+    auto p = with_probe_cap(on_veth(testing::small_policy()), 5'000'000, 5'000'000);
     REQUIRE(controller::apply_policy(p, *f.port, {}));
     auto classid = testing::tc_flowid_of(f.net.server, "veth-s", "0ac80002/ffffffff at 16");
     REQUIRE_FALSE(classid.empty());
-    // tc's own reading: a bfifo under the client's class, 5 Mbit/s * 100 ms = 62,500 bytes.
+    // tc's own reading: a bfifo under the client's class, 5 Mbit/s * 100 ms = 62,500 bytes, raised
+    // to the floor of one maximal GSO packet and three frames.
     size_t found = 0;
     for (const auto& q : nlohmann::json::parse(f.net.server.exec_ok("tc -j qdisc show dev veth-s")))
         if (q.value("parent", std::string()) == classid) {
             ++found;
             CHECK(q.at("kind") == "bfifo");
-            CHECK(q.at("options").at("limit") == 62'500);
+            CHECK(q.at("options").at("limit") == 73'948);
         }
     CHECK(found == 1);
 
@@ -205,6 +212,37 @@ TEST_CASE(
     CHECK(avg < 300);  // and no longer than 3x the configured 100 ms (a default pfifo: ~2,300 ms)
     CHECK(testing::tc_class_table(f.net.server, "veth-s")[classid].drops > 0);
     std::this_thread::sleep_for(std::chrono::seconds(5));  // let iperf3 end before the namespaces go
+}
+
+TEST_CASE(
+    "on the real kernel, a capped client's short downloads run near its cap: the bfifo takes a whole GSO "
+    "packet") {
+    Fixture f;
+    auto p = with_probe_cap(on_veth(testing::small_policy()), 4'000'000, 5'000'000);
+    REQUIRE(controller::apply_policy(p, *f.port, {}));
+    // A server that answers each connection with 256 KB (a scraper's range request, an IMAP
+    // FETCH), and 10 sequential downloads by the capped client. TCP hands the qdisc GSO packets
+    // of up to 64 KiB; a bfifo of 100 ms at 5 Mbit/s (62,500 bytes) drops every one of them whole
+    // and each connection waits for retransmission timeouts (0.55 Mbit/s measured).
+    const std::string server =
+        "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        "s.bind(('10.200.0.1', 8080)); s.listen(16); d = b'x' * 262144\n"
+        "for _ in range(10):\n c, _ = s.accept(); c.recv(16); c.sendall(d); c.close()";
+    const std::string client =
+        "import socket, time; t = time.time(); n = 0\n"
+        "for _ in range(10):\n"
+        " c = socket.create_connection(('10.200.0.1', 8080), timeout=30); c.sendall(b'GET')\n"
+        " while True:\n  b = c.recv(65536)\n  n += len(b)\n  if not b: break\n"
+        "print(n * 8 / (time.time() - t))";
+    testing::sh("ip netns exec " + f.net.server.name() + " timeout 60 python3 -c \"" + server +
+                "\" >/dev/null 2>&1 &");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::string out;
+    REQUIRE(f.net.client.exec("timeout 60 python3 -c \"" + client + "\"", &out) == 0);
+    const double goodput = std::stod(out);
+    INFO("10 x 256 KB under a 4/5 Mbit/s cap: " << goodput / 1e6 << " Mbit/s");
+    CHECK(goodput > 3.5e6);  // 4.8 Mbit/s measured; TCP goodput under a 5 Mbit/s ceil
+    CHECK(goodput < 5e6);    // and capped
 }
 
 TEST_CASE("on the real kernel, applying the same policy twice sends no netlink change") {

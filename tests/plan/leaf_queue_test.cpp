@@ -85,8 +85,12 @@ TEST_CASE("a heavy client's bfifo follows the rule's limit ceil and a new leaf_q
     CHECK(heavy->limit_bytes == 125'000);  // 4 Mbit/s = 500,000 B/s for 250 ms
 }
 
-TEST_CASE("a bfifo is never smaller than three full-size frames") {
-    CHECK(tc::leaf_queue_bytes(12'500, 100) == 3 * 1514);  // 100 kbit/s: 1,250 bytes in 100 ms
+TEST_CASE("a bfifo is never smaller than one maximal GSO packet and three full-size frames") {
+    // 64 KiB of packet in up to 45 segments, each with 86 bytes of Ethernet/IPv6/TCP headers.
+    CHECK(tc::kMinLeafQueueBytes == 65'536 + 45 * 86 + 3 * 1514);
+    CHECK(tc::leaf_queue_bytes(12'500, 100) == 73'948);   // 100 kbit/s: 1,250 bytes in 100 ms
+    CHECK(tc::leaf_queue_bytes(500'000, 100) == 73'948);  // 4 Mbit/s: 50,000 bytes in 100 ms
+    CHECK(tc::leaf_queue_bytes(750'000, 100) == 75'000);  // 6 Mbit/s: past the floor
     CHECK(tc::leaf_queue_bytes(1'250'000, 100) == 125'000);
     CHECK(tc::leaf_queue_bytes(1'250'000'000'000ull, 10'000) == 0x7fffffff);  // clamped, no overflow
     // Drain at the guaranteed rate, rounded up: 62,500 bytes at 4 Mbit/s take 125 ms.
@@ -120,9 +124,10 @@ TEST_CASE("where the kernel has fq_codel it is preferred, and sfq next, bfifo an
 TEST_CASE("plan says which leaf queue is used, how big and why") {
     auto p = testing::small_policy();
     auto text = plan::render_text(plan_for(p, no_aqm()));
-    CHECK_THAT(text, Catch::Contains("leaf queues: bfifo on 5 leaves (25000..12500000 bytes)"));
+    CHECK_THAT(text, Catch::Contains("leaf queues: bfifo on 5 leaves (73948..12500000 bytes)"));
     CHECK_THAT(text, Catch::Contains("the kernel has neither fq_codel nor sfq (/proc/config.gz)"));
-    CHECK_THAT(text, Catch::Contains("holding 100ms at each class's ceil (leaf_queue), at least 4542 bytes"));
+    CHECK_THAT(text,
+               Catch::Contains("holding 100ms at each class's ceil (leaf_queue), at least 73948 bytes"));
     auto batch = plan::render_tc_batch(plan_for(p, no_aqm()));
     CHECK_THAT(batch, Catch::Contains("parent f5:100 handle 100: bfifo limit 125000\n"));
     p.settings.leaf_qdisc = policy::LeafQdisc::Pfifo;
@@ -143,7 +148,7 @@ TEST_CASE(
     REQUIRE(have);
     CHECK(plan::diff(plan_for(p, port.features(), &have->state).desired, have->state).empty());
 
-    p.settings.leaf_queue_ms = 50;
+    p.settings.leaf_queue_ms = 1000;  // every leaf grows (the smallest leaves past the floor too)
     auto changes = plan::diff(plan_for(p, port.features(), &have->state).desired, have->state);
     CHECK(changes.size() == first.desired.leaves.size());
     for (const auto& c : changes) {

@@ -83,11 +83,16 @@ struct LeafQdisc {
 };
 
 // Leaf queues sized by time: a bfifo holds about `queue_ms` of traffic at the class's ceil, and
-// never less than kMinLeafQueueBytes: three full-size frames, so that the two segments a
-// delayed ACK releases plus one in service fit without a drop (a queue of one or two frames
-// drops on every ACK-clocked burst and a TCP flow never reaches the class's rate).
+// never less than kMinLeafQueueBytes: the largest GSO/GRO packet the stack hands a qdisc with
+// the kernel's default gso_max_size / gro_max_size (64 KiB of packet, which the qdisc counts as
+// the wire bytes of its up to 45 segments: ~69 KB), plus three full-size frames, so that the
+// two segments a delayed ACK releases plus one in service fit beside it. A bfifo smaller than
+// one such packet drops every one of them whole, 44 segments at a time: each new TCP
+// connection's first bursts are lost and it waits for retransmission timeouts (20 downloads of
+// 256 KB under a 4/5 Mbit/s cap ran at 0.55 Mbit/s with a 62,500-byte bfifo, 4.8 with this floor).
 inline constexpr uint32_t kFullFrameBytes = 1514;
-inline constexpr uint32_t kMinLeafQueueBytes = 3 * kFullFrameBytes;
+inline constexpr uint32_t kMaxGsoWireBytes = 65'536 + 45 * 86;  // + each segment's Ethernet/IPv6/TCP headers
+inline constexpr uint32_t kMinLeafQueueBytes = kMaxGsoWireBytes + 3 * kFullFrameBytes;  // 73,948
 uint32_t leaf_queue_bytes(uint64_t ceil_bytes_per_s, uint64_t queue_ms);
 // The longest a full queue of `queue_bytes` takes to drain when the class gets only its
 // guaranteed rate (it may borrow up to its ceil, but nothing promises it): the most the wire
