@@ -337,10 +337,11 @@ TEST_CASE(
 TEST_CASE("show reports each class's bytes, packets, drops and current rate as the kernel counts them") {
     require_netns_privileges();
     VethPair net("show");
-    // A short leaf queue (the kernel's default leaf takes its length from txqueuelen), so that
-    // the local sender overflows it instead of waiting on its socket buffer.
+    // A short leaf queue, so that the local sender overflows it instead of waiting on its socket
+    // buffer: the kernel's default leaf (leaf_qdisc = "pfifo") takes its length from txqueuelen.
+    // (A bfifo of 73,948 bytes holds more than the sender's socket buffer lets it queue: no drop.)
     net.server.exec_ok("ip link set veth-s txqueuelen 10");
-    TempFile p(policy({{"10.200.0.2", "5mbit"}}));
+    TempFile p("[settings]\nleaf_qdisc = \"pfifo\"\n\n" + policy({{"10.200.0.2", "5mbit"}}));
     REQUIRE(run_fs(net.server, "apply " + p.path) == 0);
     auto id = flowid_of(net.server, "0ac80002/ffffffff at 16");
     REQUIRE_FALSE(id.empty());
