@@ -199,7 +199,8 @@ Result<TableState> parse_table(const std::string& json_text) {
                                       chain + " in table inet flowshaper";
             bool ours = false;
             if (chain == kPostrouting) {
-                ours = std::regex_search(s, std::regex(R"(^V\(meta\.nfproto,)"));
+                static const std::regex vmap(R"(^V\(meta\.nfproto,)");
+                ours = std::regex_search(s, vmap);
             } else if (auto role = roles.find(chain); role != roles.end()) {
                 auto reader = readers.find(role->second.first);
                 ours = reader != readers.end() &&

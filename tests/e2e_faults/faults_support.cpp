@@ -129,6 +129,10 @@ std::string tc_tree_text(const Netns& ns, const std::string& dev) {
     return out;
 }
 
+std::string fault_settings(const std::string& poll_interval, const std::string& firewall) {
+    return "poll_interval = \"" + poll_interval + "\"\nfirewall = \"" + firewall + "\"\n";
+}
+
 std::string fault_policy_body(const std::string& cap_rate, const std::string& bulk_rate) {
     return "[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\ndefault_class = \"normal\"\n\n"
            "[[interface.class]]\nname = \"normal\"\nrate = \"500mbit\"\nceil = \"1gbit\"\n\n"

@@ -91,6 +91,9 @@ RepairsSeen repairs_seen(const FaultRig& rig);
 double expect_repaired(FaultRig& rig, const std::string& damage, const std::function<std::string()>& read,
                        double limit_ms);
 
+// The [settings] lines a fault case adds to FaultRig's: its poll interval and mangle backend.
+std::string fault_settings(const std::string& poll_interval, const std::string& firewall);
+
 // The policy text shared by the fault tests: two static classes (no filters on "bulk"), a
 // static cap for 10.200.0.7 (u32 filters) on veth-s.
 std::string fault_policy_body(const std::string& cap_rate = "5mbit",

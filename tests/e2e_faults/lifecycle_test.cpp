@@ -14,11 +14,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// [settings] lines of a case, on the backend it runs on (each_firewall()).
-std::string settings(const std::string& firewall) {
-    return "poll_interval = \"500ms\"\nfirewall = \"" + firewall + "\"\n";
-}
-
 std::string reload_cli(const FaultRig& rig, int* rc) {
     std::string out;
     *rc = sh(std::string(FLOWSHAPER_BIN) + " reload --socket " + rig.socket_path + " 2>&1", &out);
@@ -39,12 +34,12 @@ TEST_CASE(
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("badreload", settings(firewall), fault_policy_body());
+    FaultRig rig("badreload", fault_settings("500ms", firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const std::string tree = tc_tree_text(rig.net.server);
     const std::string mangle = mangle_objects(rig.net.server, firewall);
-    rig.write_policy(settings(firewall), fault_policy_body("fast"));  // not a rate
+    rig.write_policy(fault_settings("500ms", firewall), fault_policy_body("fast"));  // not a rate
 
     kill(rig.daemon->pid(), SIGHUP);
     REQUIRE(rig.daemon->wait_for_log("keeping the one that runs", 5000));
@@ -73,7 +68,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("goodreload", settings(firewall), fault_policy_body("5mbit", "100mbit"));
+    FaultRig rig("goodreload", fault_settings("500ms", firewall), fault_policy_body("5mbit", "100mbit"));
     rig.net.add_client_address("10.200.0.7/24");
     rig.start();
     const std::string cap_class = rig.classid_of("cap customer 10.200.0.7");
@@ -88,7 +83,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     const auto changes_before = rig.counter("kernel_changes");
 
     // SIGHUP: the cap's rate.
-    rig.write_policy(settings(firewall), fault_policy_body("8mbit", "100mbit"));
+    rig.write_policy(fault_settings("500ms", firewall), fault_policy_body("8mbit", "100mbit"));
     kill(rig.daemon->pid(), SIGHUP);
     auto took = time_until(
         [&] { return tc_class_table(rig.net.server, "veth-s").at(cap_class).rate == "8Mbit"; }, 5000);
@@ -110,7 +105,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     CHECK(rig.audit_count("reload") == 1);
 
     // `flowshaper reload`: the bulk class's rate, through the socket.
-    rig.write_policy(settings(firewall), fault_policy_body("8mbit", "200mbit"));
+    rig.write_policy(fault_settings("500ms", firewall), fault_policy_body("8mbit", "200mbit"));
     int rc = 0;
     std::string out = reload_cli(rig, &rc);
     INFO(out);
@@ -126,8 +121,7 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
     const std::string rule =
         "[[detect]]\nname = \"bulk-upload\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nremote_ports = [5301]\n"
         "flow_bytes = \"5MB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n";
-    FaultRig rig("restart", "poll_interval = \"200ms\"\nfirewall = \"" + firewall + "\"\n",
-                 fault_policy_body() + "\n" + rule);
+    FaultRig rig("restart", fault_settings("200ms", firewall), fault_policy_body() + "\n" + rule);
     rig.start();
     rig.net.client.exec_ok("iperf3 -s -1 -D -B 10.200.0.2 -p 5301");
     std::this_thread::sleep_for(300ms);
@@ -161,7 +155,7 @@ TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's 
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("twice", settings(firewall), fault_policy_body());
+    FaultRig rig("twice", fault_settings("500ms", firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const auto counts = kernel_counts(rig.net.server);

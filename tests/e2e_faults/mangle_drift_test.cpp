@@ -33,7 +33,7 @@ TEST_CASE(
     "iptables backend: flowshaper's mangle chain flushed, deleted, or the whole table flushed, is "
     "back within one poll interval") {
     require_netns_privileges();
-    FaultRig rig("mangle", "poll_interval = \"1s\"\nfirewall = \"iptables\"\n", fault_policy_body());
+    FaultRig rig("mangle", fault_settings("1s", "iptables"), fault_policy_body());
     rig.start();
     REQUIRE(mangle_save(rig.net.server, false).find(":FLOWSHAPER") != std::string::npos);
     expect_repaired(rig, "iptables-legacy -t mangle -F FLOWSHAPER", legacy_reader(rig), kMangleLimitMs);
@@ -48,7 +48,7 @@ TEST_CASE(
 
 TEST_CASE("nftables backend: `nft delete table inet flowshaper` and `nft flush ruleset` are repaired") {
     require_netns_privileges();
-    FaultRig rig("nftdel", "poll_interval = \"1s\"\nfirewall = \"nftables\"\n", fault_policy_body());
+    FaultRig rig("nftdel", fault_settings("1s", "nftables"), fault_policy_body());
     rig.start();
     REQUIRE_FALSE(nft_reader(rig)().empty());
     // Events announce these: no need to wait for a poll.

@@ -13,11 +13,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// [settings] lines of a case, on the backend it runs on (each_firewall()).
-std::string settings(const std::string& firewall) {
-    return "poll_interval = \"500ms\"\nfirewall = \"" + firewall + "\"\n";
-}
-
 bool contains(const std::string& text, const std::string& needle) {
     return text.find(needle) != std::string::npos;
 }
@@ -30,7 +25,7 @@ TEST_CASE(
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("notify", settings(firewall), fault_policy_body());
+    FaultRig rig("notify", fault_settings("500ms", firewall), fault_policy_body());
     NotifySocket systemd;
     rig.daemon =
         std::make_unique<Daemon>(rig.net.server, rig.policy->path(),
@@ -87,7 +82,7 @@ TEST_CASE("without WATCHDOG_USEC the daemon sends no WATCHDOG=1, and READY=1 exa
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("nowd", settings(firewall), fault_policy_body());
+    FaultRig rig("nowd", fault_settings("500ms", firewall), fault_policy_body());
     NotifySocket systemd;
     rig.daemon = std::make_unique<Daemon>(
         rig.net.server, rig.policy->path(),

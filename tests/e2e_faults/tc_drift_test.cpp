@@ -15,11 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// [settings] lines of a case, on the backend it runs on (each_firewall()).
-std::string settings(const std::string& firewall) {
-    return "poll_interval = \"1s\"\nfirewall = \"" + firewall + "\"\n";
-}
-
 std::function<std::string()> tc_reader(const FaultRig& rig) {
     return [&rig] { return tc_tree_text(rig.net.server); };
 }
@@ -50,7 +45,7 @@ TEST_CASE("the root qdisc deleted behind the daemon's back is back within 1 s, c
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("rootdel", settings(firewall), fault_policy_body());
+    FaultRig rig("rootdel", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
     expect_repaired(rig, "tc qdisc del dev veth-s root", tc_reader(rig), 1000);
     expect_repaired(rig, "tc qdisc del dev veth-s root", tc_reader(rig),
@@ -61,7 +56,7 @@ TEST_CASE("one policy class (without filters) deleted is back within 1 s, the ot
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("classdel", settings(firewall), fault_policy_body());
+    FaultRig rig("classdel", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
     std::string bulk = rig.classid_of("class bulk");
     REQUIRE_FALSE(bulk.empty());
@@ -75,7 +70,7 @@ TEST_CASE("one u32 filter deleted is back within 1 s, the client's class untouch
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("filterdel", settings(firewall), fault_policy_body());
+    FaultRig rig("filterdel", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
     std::string prio;
     std::string handle = u32_node_with(rig.net.server, "0ac80007/ffffffff", &prio);  // 10.200.0.7
@@ -90,7 +85,7 @@ TEST_CASE("the device deleted and created again gets its tree back, status says 
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("linkdel", settings(firewall), fault_policy_body());
+    FaultRig rig("linkdel", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
     std::this_thread::sleep_for(300ms);
     const std::string before = tc_tree_text(rig.net.server);
@@ -124,7 +119,7 @@ TEST_CASE("a tool deleting the root qdisc in a loop makes the daemon back off an
     require_netns_privileges();
     const std::string firewall = each_firewall();
     INFO("firewall = " << firewall);
-    FaultRig rig("fight", settings(firewall), fault_policy_body());
+    FaultRig rig("fight", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
     const std::string before = tc_tree_text(rig.net.server);
     auto cpu_ticks = [&] {
