@@ -59,9 +59,14 @@ TEST_CASE(
     CHECK(metric_value(rig.metrics(), "flowshaper_reload_failures_total") == 2.0);
     CHECK(rig.audit_count("reload-failed") == 2);
     CHECK(rig.device_state() == "in-sync");
-    // Still the running policy: a deletion is repaired to the old tree.
+    // Still the running policy: a deletion is repaired to the old tree. (How fast is
+    // tc_drift_test's subject; this waited 2 s and once, in CI, the old tree was not back by
+    // then: the daemon's log is shown if it happens again.)
     rig.net.server.exec_ok("tc qdisc del dev veth-s root");
-    CHECK(time_until([&] { return tc_tree_text(rig.net.server) == tree; }, 2000));
+    auto back = time_until([&] { return tc_tree_text(rig.net.server) == tree; }, 10000);
+    INFO("daemon log:\n" << rig.daemon->log());
+    REQUIRE(back);
+    if (*back > 1000) WARN("the old tree came back after " << *back << " ms");
 }
 
 TEST_CASE("a valid reload changes a class's rate in place: same classid, counters kept, nothing else sent") {
