@@ -9,8 +9,10 @@ packages=(
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libspdlog-dev libfmt-dev catch2
   # the daemon's outside faces: /metrics in the loop, `top` on a terminal, sd_notify
   libmicrohttpd-dev libncurses-dev libsystemd-dev
+  # kernel modules a stock kernel needs loaded (ip_tables), without exec
+  libkmod-dev
   # real-kernel tests, demo and benchmarks: namespaces, independent checks, traffic
-  iproute2 iptables nftables ipset conntrack iperf3 tcpdump tshark procps iputils-ping python3
+  iproute2 iptables nftables ipset conntrack iperf3 tcpdump tshark procps iputils-ping python3 kmod
   # metrics tests: promtool lints /metrics, the server scrapes the daemon
   prometheus
   # flow record tests: a real IPFIX collector (nfcapd/nfdump) and an IPFIX file reader (ipfixDump)

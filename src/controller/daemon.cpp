@@ -15,6 +15,11 @@ namespace {
 
 constexpr net::Family kFamilies[] = {net::Family::V4, net::Family::V6};
 
+// Errors of a backend that is not there at all (no ip_tables, no nf_tables): nothing of ours is.
+bool backend_absent(int code) {
+    return code == ENOPROTOOPT || code == EPROTONOSUPPORT || code == EAFNOSUPPORT;
+}
+
 // The kernel can pick the candidates when every rule is decided by flow_bytes alone: a
 // connection's total is the kernel's own counter, and xt_connbytes compares it on every packet.
 // client_bytes and client_rate sum many connections, small ones included: they need every entry.
@@ -151,21 +156,23 @@ Status Daemon::start(uint64_t now_ms) {
     // The mangle rules first: their CONNMARK rule loads and activates conntrack, whose sysctl
     // for accounting exists only from then on. Whatever fails later undoes the chains this start
     // created, per family, and only those.
-    std::vector<net::Family> created;
+    std::vector<net::Family> absent, tried;  // no objects of ours before; ensure() reached
     for (auto family : kFamilies) {
         auto before = ports_.mangle.read(family);
-        if (!before || !before->has_value()) created.push_back(family);
+        if (!before || !before->has_value()) absent.push_back(family);
     }
     auto undo = [&](Status st) {
-        for (auto family : created)
-            if (auto u = ports_.mangle.remove_all(family); !u)
+        for (auto family : absent)
+            if (std::find(tried.begin(), tried.end(), family) == tried.end())
+                continue;  // this start wrote nothing there
+            else if (auto u = ports_.mangle.remove_all(family); !u && !backend_absent(u.error().code))
                 log_->error(
                     "start failed; undoing it, the mangle chain ({}) stays: {}; 'flowshaper flush' removes "
                     "it",
                     family == net::Family::V4 ? "IPv4" : "IPv6", u.error().text());
         return st;
     };
-    if (auto st = ensure_mangle(policy_, marks_, prefilter_); !st) return undo(st);
+    if (auto st = ensure_mangle(policy_, marks_, prefilter_, &tried); !st) return undo(st);
     auto acct = ports_.mangle.ensure_conntrack_accounting();
     if (!acct) return undo(acct.error());
     if (!*acct)
@@ -179,11 +186,6 @@ Status Daemon::start(uint64_t now_ms) {
                backend == "nftables" ? std::string("table inet ") + kernel::kNftTable
                                      : std::string("chain ") + kernel::kMangleChain,
                prefilter_ ? "the candidate flag, " : "", policy_.detects.size());
-    if (fw_) {
-        // fw classes carry no address: a previous run's per-client marks cannot be adopted.
-        if (size_t n = marker_.clear(mark_context(), nullptr, marks_.restore_mask()))
-            log_->info("fw: cleared {} connection marks of a previous run", n);
-    }
     devices_.restart();
     devices_.refresh(policy_);
     adopt(now_ms);
@@ -199,13 +201,16 @@ Status Daemon::start(uint64_t now_ms) {
 }
 
 Status Daemon::ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
-                             const std::optional<kernel::MangleSpec::Candidate>& prefilter) {
+                             const std::optional<kernel::MangleSpec::Candidate>& prefilter,
+                             std::vector<net::Family>* tried) {
     // With kernel sets (u32 only: the set rule writes the rule's mark, fw needs a per-client one)
     // the kernel marks a capped client's new connections from their first packet.
     bool sets = ports_.mangle.has_kernel_sets() && marks.client_mask() == 0;
     auto spec = plan::mangle_spec(policy, marks, prefilter, sets);
-    for (auto family : kFamilies)
+    for (auto family : kFamilies) {
+        if (tried) tried->push_back(family);
         if (auto st = ports_.mangle.ensure(family, spec); !st) return st;
+    }
     sets_ = sets;
     return {};
 }
@@ -232,22 +237,6 @@ void Daemon::prune_capped() {
         if (auto st = ports_.mangle.remove_capped(m); !st)
             log_->warn("remove {} from the kernel set of capped clients: {}", m.client.str(),
                        st.error().text());
-    }
-}
-
-void Daemon::adopt(uint64_t now_ms) {
-    for (const auto& iface : policy_.interfaces) {
-        auto dev = ports_.tc.read(iface.device);
-        if (!dev || dev->root_info.owner != tc::RootInfo::Owner::Ours) continue;
-        for (const auto& h : plan::heavy_clients_in(policy_, dev->state)) {
-            HeavyKey key{h.rule_index, h.client};
-            if (heavy_.contains(key)) continue;
-            heavy_.adopt(key, HeavyWhy{"adopted", 0, 0, "its class was in the kernel at start", now_ms});
-            detector_->adopt(h.rule_index, h.client, now_ms);
-            labels_dirty_ = true;
-            log_->info("adopted heavy client {} (rule {}) from the kernel", h.client.str(),
-                       policy_.detects[h.rule_index].name);
-        }
     }
 }
 

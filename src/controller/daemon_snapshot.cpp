@@ -71,14 +71,12 @@ void Daemon::publish(uint64_t now_ms) {
                 h.release_at_unix_ms = *h.quiet_since_unix_ms + v->release_after_ms;
             }
         }
+        // The class the plan gave this client, once the kernel has it.
+        const std::string planned = tree_.heavy_class(rule.device, rule.name, key.client);
         for (const auto& d : snap->devices)
             if (d.name == rule.device)
                 for (const auto& c : d.classes)
-                    if (c.kind == ClassSnapshot::Kind::Heavy && c.owner == rule.name &&
-                        c.name.size() > key.client.str().size() &&
-                        c.name.compare(c.name.size() - key.client.str().size(), std::string::npos,
-                                       key.client.str()) == 0)
-                        h.classid = c.classid;
+                    if (c.classid == planned) h.classid = planned;
         snap->heavy.push_back(std::move(h));
     }
     for (const auto& cap : policy_.caps) {

@@ -70,4 +70,19 @@ size_t FlowMarker::clear(const MarkContext& ctx, const std::set<HeavyKey>* only,
     return cleared;
 }
 
+std::map<HeavyKey, uint32_t> FlowMarker::marked_clients(const MarkContext& ctx) {
+    std::map<HeavyKey, uint32_t> out;
+    const uint32_t client_bits = ctx.marks.client_mask();
+    if (client_bits == 0) return out;
+    auto st = conntrack_.dump({}, [&](const kernel::FlowSample& f) {
+        if ((f.mark & client_bits) == 0) return;
+        auto c = detect::classify(to_detect(f), ctx.local, ctx.rules);
+        const uint32_t mark = f.mark & ctx.marks.restore_mask();
+        if (!c || ctx.marks.rule_of(mark) != c->rule) return;  // another rule's mark: not its own
+        out.emplace(HeavyKey{c->rule, c->client}, mark);
+    });
+    if (!st) log_.warn("conntrack dump to find marked clients: {}", st.error().text());
+    return out;
+}
+
 }  // namespace flowshaper::controller

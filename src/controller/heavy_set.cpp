@@ -39,9 +39,16 @@ std::optional<uint32_t> HeavySet::add(const HeavyKey& key, HeavyWhy why) {
     return mark;
 }
 
-void HeavySet::adopt(const HeavyKey& key, HeavyWhy why) {
+void HeavySet::adopt(const HeavyKey& key, HeavyWhy why, std::optional<uint32_t> fw_mark) {
     if (contains(key)) return;
-    entries_[key] = HeavyEntry{marks_.rule_value(key.rule), true, false, std::move(why)};
+    uint32_t mark = marks_.rule_value(key.rule);
+    if (fw_ && fw_mark) {
+        auto n = marks_.client_number_of(*fw_mark);
+        if (!n || !free_numbers_.count(*n)) return;  // not a number of this layout, or taken
+        free_numbers_.erase(*n);
+        mark = *fw_mark;
+    }
+    entries_[key] = HeavyEntry{mark, true, false, std::move(why)};
 }
 
 void HeavySet::drop(const HeavyKey& key) {

@@ -21,12 +21,11 @@ void TreeStats::set_plans(const std::vector<plan::DevicePlan>& plans, const poli
             l.name = c.label;
             if (c.classid == tc::kRootClass) {
                 l.kind = ClassSnapshot::Kind::Root;
-            } else if (c.label.rfind("cap ", 0) == 0) {
-                l.kind = ClassSnapshot::Kind::Cap;
-                l.owner = c.label.substr(4, c.label.find(' ', 4) - 4);
-            } else if (c.label.rfind("heavy ", 0) == 0) {
-                l.kind = ClassSnapshot::Kind::Heavy;
-                l.owner = c.label.substr(6, c.label.find(' ', 6) - 6);
+            } else if (auto o = plans[i].owners.find(c.classid); o != plans[i].owners.end()) {
+                l.kind = o->second.kind == plan::ClassOwner::Kind::Heavy ? ClassSnapshot::Kind::Heavy
+                                                                         : ClassSnapshot::Kind::Cap;
+                l.owner = o->second.name;
+                l.client = o->second.client;
             }
             out[c.classid] = l;
         }
@@ -103,6 +102,14 @@ std::vector<ClassSnapshot> TreeStats::classes(const std::string& device) const {
     if (auto it = seen_.find(device); it != seen_.end())
         for (const auto& [id, s] : it->second) out.push_back(s.snap);
     return out;
+}
+
+std::string TreeStats::heavy_class(const std::string& device, const std::string& rule,
+                                   const net::Address& client) const {
+    if (auto it = labels_.find(device); it != labels_.end())
+        for (const auto& [id, l] : it->second)
+            if (l.kind == ClassSnapshot::Kind::Heavy && l.owner == rule && l.client == client) return handle_text(id);
+    return "";
 }
 
 void TreeStats::fill(Counters& counters) const {

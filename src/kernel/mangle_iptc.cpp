@@ -11,6 +11,7 @@
 
 #include <fstream>
 
+#include "flowshaper/kernel/mangle_backend.hpp"
 #include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "ipset_session.hpp"
 #include "ipset_sets.hpp"
@@ -161,6 +162,7 @@ public:
     // The sets first (the rules refer to them), the rules, then the sets no rule refers to now.
     Status ensure(net::Family family, const MangleSpec& spec) override {
         if (auto st = validate(spec); !st) return st;
+        if (auto st = load_modules_once(family); !st) return st;
         if (auto st = ipset::ensure_sets(family, spec.capped.size()); !st) return st;
         if (auto st = engine_.ensure(family, spec); !st) return st;
         return ipset::destroy_sets(family, spec.capped.size());
@@ -186,7 +188,19 @@ public:
 private:
     static bool absent(const Error& e) { return e.code == EPROTONOSUPPORT || e.code == ENOPROTOOPT; }
 
+    // Before the first write of a family only: reading and removing never load anything (no
+    // ip_tables loaded means no rule of ours to read or remove).
+    Status load_modules_once(net::Family family) {
+        bool& done = modules_loaded_[family == net::Family::V4 ? 0 : 1];
+        if (done || !source_.options().load_modules) return {};
+        auto loaded = load_modules(backend_modules(MangleBackend::Iptables, family));
+        if (!loaded) return loaded.error();
+        done = true;
+        return {};
+    }
+
     IptcSource source_;
+    bool modules_loaded_[2] = {false, false};
     MangleEngine engine_;
     bool sets_;
 };

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 
+#include "flowshaper/kernel/mangle_backend.hpp"
 #include "flowshaper/kernel/mangle_nft_port.hpp"
 #include "nft_events.hpp"
 #include "nft_rules.hpp"
@@ -30,6 +31,13 @@ public:
 
     Status ensure(net::Family family, const MangleSpec& spec) override {
         if (auto st = validate(spec); !st) return st;
+        if (options_.load_modules && !modules_loaded_) {
+            // The kernel would load them itself (nfnetlink, nft expressions): only a refused
+            // insert of one it cannot load is an error.
+            auto loaded = load_modules(backend_modules(MangleBackend::Nftables, family));
+            if (!loaded) return loaded.error();
+            modules_loaded_ = true;
+        }
         auto state = load();
         if (!state && state.error().code != EPROTO) return state.error();
         TableState now = state ? *state : TableState{};  // not ours: replaced whole
@@ -143,6 +151,7 @@ private:
 
     NftOptions options_;
     std::optional<EventSocket> events_;
+    bool modules_loaded_ = false;
     std::optional<Session> session_;
     ino_t netns_ = 0;
     uint64_t commits_ = 0;

@@ -41,6 +41,7 @@ struct ClientSlot {
     std::vector<MatchIdentity> matches;
     bool heavy = false;
     uint32_t mark = 0;  // fw
+    ClassOwner owner;
 };
 
 class DevicePlanner {
@@ -186,7 +187,8 @@ void DevicePlanner::collect_slots() {
                          cap.ceil_bits_per_s,
                          {},
                          false,
-                         0};
+                         0,
+                         {ClassOwner::Kind::Cap, cap.name, std::nullopt}};
             for (const auto& p : cap.clients) s.matches.push_back({p, -1});
             slots_.push_back(std::move(s));
             continue;
@@ -198,7 +200,8 @@ void DevicePlanner::collect_slots() {
                               cap.ceil_bits_per_s,
                               {{p, -1}},
                               false,
-                              0});
+                              0,
+                              {ClassOwner::Kind::Cap, cap.name, std::nullopt}});
     }
     std::vector<HeavyClient> heavy = in_.heavy;
     std::sort(heavy.begin(), heavy.end());
@@ -213,7 +216,8 @@ void DevicePlanner::collect_slots() {
                           rule.limit.ceil_bits_per_s,
                           {{host, rule.dscp}},
                           true,
-                          h.mark});
+                          h.mark,
+                          {ClassOwner::Kind::Heavy, rule.name, h.client}});
     }
 }
 
@@ -239,6 +243,7 @@ Status DevicePlanner::client_classes() {
             ids[i] = *fresh;
         }
         plan_.desired.classes.push_back(make_class(*ids[i], s.parent, s.rate_bits, s.ceil_bits, 0, s.label));
+        plan_.owners[*ids[i]] = s.owner;
         add_leaf(plan_.desired.classes.back());
         ++plan_.client_classes;
         if (fw && s.heavy) {

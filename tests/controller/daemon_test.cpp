@@ -2,6 +2,7 @@
 #include <netinet/in.h>
 
 #include <catch2/catch.hpp>
+#include <map>
 
 #include "flow_builder.hpp"
 #include "flowshaper/controller/apply.hpp"
@@ -9,6 +10,7 @@
 #include "flowshaper/controller/log.hpp"
 #include "flowshaper/kernel/fake_tc_port.hpp"
 #include "flowshaper/kernel/mangle_fake_port.hpp"
+#include "flowshaper/plan/marks.hpp"
 #include "policy_builder.hpp"
 
 using namespace flowshaper;
@@ -550,6 +552,36 @@ void use_fw(Rig& rig) {
 }
 }  // namespace
 
+TEST_CASE("fw: a restarted daemon adopts a heavy client by the mark its connections and its fw filter share") {
+    Rig rig;
+    use_fw(rig);
+    rig.start();
+    uint32_t a = make_heavy(rig);
+    const uint32_t mark_a = rig.mark_of(a);
+    REQUIRE(mark_a != 0);
+    // A stale per-client mark: a connection of another client carries a number no fw filter has.
+    auto layout = plan::MarkLayout::make(0x00ff0000, 1, true, true);
+    REQUIRE(layout.ok());
+    REQUIRE(layout->client_value(0, 1) == (mark_a & ~kCandidate));  // the first number went to kClient
+    uint32_t b = rig.traffic(imap_flow(kOther, 41000, 1'000));
+    rig.conntrack.or_mark(b, layout->client_value(0, 2));  // a number no fw filter of ours has
+    auto sent = rig.tc.changes_sent();
+    rig.daemon.reset();  // SIGKILL: nothing cleaned up
+    rig.lines->clear();
+    rig.start(50'000);
+    CHECK(rig.logged("adopted heavy client 198.51.100.20 (rule imap-sync-loop)"));
+    CHECK(rig.tc.changes_sent() == sent);  // the same class and fw filter: nothing re-created
+    REQUIRE(rig.daemon->heavy().size() == 1);
+    CHECK(rig.daemon->heavy()[0].mark == (mark_a & ~kCandidate));
+    CHECK(rig.mark_of(a) == mark_a);  // its connection keeps its mark
+    CHECK(rig.logged("fw: cleared 1 connection marks"));
+    CHECK((rig.mark_of(b) & 0x00ff0000 & ~kCandidate) == 0);
+    // It is not decided twice, and a new heavy client does not get its number.
+    rig.traffic(imap_flow(kClient, 40000, 400'000'000));
+    REQUIRE(rig.daemon->poll(51'000));
+    CHECK_FALSE(rig.logged("mark client=198.51.100.20"));
+}
+
 TEST_CASE("fw: a reload keeps heavy clients and their marks, a new heavy client gets a mark of its own") {
     Rig rig;
     use_fw(rig);
@@ -618,6 +650,40 @@ TEST_CASE("the snapshot says who is capped, why, and how the last poll went") {
     REQUIRE(snap->devices.size() == 1);
     CHECK(snap->devices[0].state == controller::TreeState::InSync);
     CHECK(snap->devices[0].classes.size() == 3);
+}
+
+TEST_CASE("two heavy clients whose addresses share an ending each get their own class in the snapshot") {
+    // The class is found by whom the plan gave it, not by the end of its label: "heavy R
+    // 110.0.0.1/32" ends in "10.0.0.1/32" too.
+    Rig rig;
+    const auto a = *net::Address::parse("10.0.0.1");
+    const auto b = *net::Address::parse("110.0.0.1");
+    rig.start();
+    for (const auto& client : {a, b}) rig.traffic(imap_flow(client, 40000, 10'000'000));
+    REQUIRE(rig.daemon->poll(2000));
+    for (const auto& client : {a, b}) rig.traffic(imap_flow(client, 40000, 150'000'000));
+    REQUIRE(rig.daemon->poll(3000));
+    auto snap = rig.daemon->snapshot();
+    REQUIRE(snap);
+    REQUIRE(snap->heavy.size() == 2);
+    std::map<std::string, std::string> classid;  // client -> its class
+    for (const auto& h : snap->heavy) classid[h.client.str()] = h.classid;
+    REQUIRE_FALSE(classid["10.0.0.1"].empty());
+    REQUIRE_FALSE(classid["110.0.0.1"].empty());
+    CHECK(classid["10.0.0.1"] != classid["110.0.0.1"]);
+    // Each one is the class whose u32 node matches that client's address in the kernel (fake).
+    for (const auto& [client, id] : classid) {
+        INFO(client << " -> " << id);
+        const auto addr = *net::Address::parse(client);
+        const uint32_t value = static_cast<uint32_t>(addr.bytes[0]) << 24 | addr.bytes[1] << 16 | addr.bytes[2] << 8 |
+                               addr.bytes[3];
+        bool found = false;
+        for (const auto& f : rig.tc.state("eth0")->u32)
+            if (f.classid != 0 && tc::format_handle(f.classid) == id)
+                for (const auto& k : f.keys)
+                    if (k.offset == 16 && k.mask == 0xffffffff && k.value == value) found = true;
+        CHECK(found);
+    }
 }
 
 TEST_CASE("caps and releases go to the audit sink with the measured value and threshold") {

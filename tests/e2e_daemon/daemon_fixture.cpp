@@ -8,7 +8,6 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 namespace flowshaper::testing {
 
@@ -53,12 +52,9 @@ int Daemon::stop(int sig) {
     if (pid_ <= 0) return -1;
     kill(pid_, sig);
     int status = 0;
-    for (int i = 0; i < 100; ++i) {  // 10 s
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-            pid_ = -1;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (wait_until([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, kWaitMs, 50)) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     kill(pid_, SIGKILL);
     waitpid(pid_, &status, 0);
@@ -74,12 +70,7 @@ std::string Daemon::log() const {
 }
 
 bool Daemon::wait_for_log(const std::string& needle, int timeout_ms) const {
-    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < end) {
-        if (log().find(needle) != std::string::npos) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+    return wait_until([&] { return log().find(needle) != std::string::npos; }, timeout_ms, 50);
 }
 
 nlohmann::json tc_json(const Netns& ns, const std::string& what) {
@@ -94,6 +85,35 @@ uint64_t class_bytes(const Netns& ns, const std::string& dev, const std::string&
 
 std::string flowid_of(const Netns& ns, const std::string& dev, const std::string& needle) {
     return tc_flowid_of(ns, dev, needle);
+}
+
+std::string heavy_class_of(const Netns& ns, const std::string& dev, const std::string& client,
+                           const std::string& u32_needle) {
+    if (auto u32 = flowid_of(ns, dev, u32_needle); !u32.empty()) return u32;
+    // fw: the class of the fw filter whose handle/mask the client's ctmark matches.
+    std::vector<uint32_t> marks;
+    for (const auto& line : conntrack_lines(ns, {client, "mark="})) {
+        auto at = line.find(" mark=");
+        if (at != std::string::npos) marks.push_back(static_cast<uint32_t>(std::stoul(line.substr(at + 6))));
+    }
+    const std::string filters = ns.exec_ok("tc filter show dev " + dev + " parent f5:");
+    std::istringstream in(filters);
+    for (std::string line; std::getline(in, line);) {
+        auto h = line.find(" fw ");
+        auto handle = line.find("handle 0x", h == std::string::npos ? 0 : h);
+        auto cls = line.find("classid ");
+        if (h == std::string::npos || handle == std::string::npos || cls == std::string::npos) continue;
+        std::string spec = line.substr(handle + 7, line.find(' ', handle + 7) - handle - 7);  // 0xH/0xM
+        auto slash = spec.find('/');
+        uint32_t value = static_cast<uint32_t>(std::stoul(spec.substr(0, slash), nullptr, 16));
+        uint32_t mask = slash == std::string::npos
+                            ? 0xffffffffu
+                            : static_cast<uint32_t>(std::stoul(spec.substr(slash + 1), nullptr, 16));
+        for (uint32_t m : marks)
+            if ((m & mask) == value)
+                return line.substr(cls + 8, line.find_first_of(" \n", cls + 8) - cls - 8);
+    }
+    return "";
 }
 
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts) {

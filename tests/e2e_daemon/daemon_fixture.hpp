@@ -11,6 +11,7 @@
 
 #include "netns.hpp"
 #include "tc_text.hpp"
+#include "wait.hpp"
 
 namespace flowshaper::testing {
 
@@ -31,10 +32,11 @@ public:
     Daemon(const Netns& ns, const std::string& policy_path,
            const std::vector<std::pair<std::string, std::string>>& env = {});
     ~Daemon();
-    // Sends a signal and waits for the exit; returns the exit status (128+sig when killed).
+    // Sends a signal and waits for the exit (SIGKILL after kWaitMs, a hang guard); returns the exit
+    // status (128+sig when killed).
     int stop(int sig);
     // Waits until the log contains `needle` (true) or `timeout_ms` passes (false).
-    bool wait_for_log(const std::string& needle, int timeout_ms) const;
+    bool wait_for_log(const std::string& needle, int timeout_ms = kWaitMs) const;
     std::string log() const;
     pid_t pid() const { return pid_; }
 
@@ -47,6 +49,11 @@ nlohmann::json tc_json(const Netns& ns, const std::string& what);
 uint64_t class_bytes(const Netns& ns, const std::string& dev, const std::string& classid);
 // Classes of flowshaper's tree on `dev` whose u32 filter matches `needle` in `tc filter show`.
 std::string flowid_of(const Netns& ns, const std::string& dev, const std::string& needle);
+// The class a heavy client's packets land in, from tc and conntrack alone: its u32 node (whose
+// text holds `u32_needle`), else (classifier fw) the fw filter whose handle/mask matches the
+// ctmark that conntrack -L shows on the client's connections. Empty when neither is there.
+std::string heavy_class_of(const Netns& ns, const std::string& dev, const std::string& client,
+                           const std::string& u32_needle);
 // `conntrack -L` lines of the namespace that contain every one of `parts`.
 std::vector<std::string> conntrack_lines(const Netns& ns, const std::vector<std::string>& parts);
 std::string mangle_save(const Netns& ns, bool v6);

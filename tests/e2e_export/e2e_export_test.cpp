@@ -13,14 +13,13 @@
 #include <map>
 #include <regex>
 #include <sstream>
-#include <thread>
 
 #include "background.hpp"
 #include "conntrack_text.hpp"
 #include "daemon_fixture.hpp"
+#include "status_socket.hpp"
 
 using namespace flowshaper::testing;
-using namespace std::chrono_literals;
 
 namespace {
 
@@ -96,10 +95,13 @@ void check_no_sequence_failures(const std::string& dir) {
 
 // The server namespace of a veth pair runs the daemon, nfcapd on 127.0.0.1:4739, `conntrack -E`
 // and a server on port 5001; clients talk to it from the client namespace. TCP entries leave
-// conntrack 1 s after the close (not after TIME_WAIT's 120 s), so their DESTROY comes soon.
+// conntrack 1 s after the close (not after TIME_WAIT's 120 s), so their DESTROY comes soon. The
+// daemon's status socket tells how many polls it did: "two polls later" is the same amount of its
+// work on any machine.
 struct Lab {
     VethPair net{"exp"};
     std::string dir;
+    StatusSocketPath status;
     std::unique_ptr<Background> events, collector, server;
 
     Lab() {
@@ -114,7 +116,9 @@ struct Lab {
         collector = nfcapd("nfcapd", 4739);
         server = std::make_unique<Background>(net.server, "python3 " TRAFFIC_PY " server 5001",
                                               dir + "/server.log");
-        std::this_thread::sleep_for(700ms);
+        REQUIRE(conntrack_events_heard(net.server, dir + "/events.txt"));
+        REQUIRE(
+            wait_until([&] { return net.server.listens("udp", 4739) && net.server.listens("tcp", 5001); }));
     }
     ~Lab() {
         if (!std::getenv("E2E_EXPORT_KEEP")) sh("rm -rf " + dir);  // E2E_EXPORT_KEEP=1 keeps logs and files
@@ -137,14 +141,20 @@ struct Lab {
     }
     // Waits until `conntrack -E` printed `n` DESTROY events of port 5001.
     std::vector<CtEnd> wait_for_destroys(size_t n) const {
-        for (int i = 0; i < 150 && destroy_events(dir + "/events.txt", 5001).size() < n; ++i)
-            std::this_thread::sleep_for(100ms);
+        wait_until([&] { return destroy_events(dir + "/events.txt", 5001).size() >= n; }, kWaitMs, 100);
         return destroy_events(dir + "/events.txt", 5001);
     }
-    // Stops the daemon (SIGTERM), then nfcapd (which writes its file at SIGTERM).
+    // Waits until the daemon has done `n` more polls.
+    void wait_for_polls(uint64_t n) const { REQUIRE(flowshaper::testing::wait_for_polls(status.path(), n)); }
+    // Waits until the collector on `port` has read every datagram sent to it (ss's Recv-Q).
+    void wait_collected(int port) const {
+        CHECK(wait_until([&] { return net.server.receive_queue("udp", port) == 0; }));
+    }
+    // Stops the daemon (SIGTERM: its last records go out before it exits), then nfcapd once it
+    // has read them (it writes its file at SIGTERM).
     void stop(flowshaper::testing::Daemon& daemon) {
         CHECK(daemon.stop(SIGTERM) == 0);
-        std::this_thread::sleep_for(300ms);
+        wait_collected(4739);
         collector->stop();
         events->stop();
     }
@@ -155,8 +165,10 @@ std::string export_table(int port, const std::string& active) {
            active + "\"\n";
 }
 
-std::string policy_text(const std::string& rules, const std::string& poll, const std::string& active) {
-    return "[settings]\npoll_interval = \"" + poll + "\"\n\n" + rules + export_table(4739, active);
+std::string policy_text(const Lab& lab, const std::string& rules, const std::string& poll,
+                        const std::string& active) {
+    return "[settings]\npoll_interval = \"" + poll + "\"\n" + lab.status.setting() + "\n" + rules +
+           export_table(4739, active);
 }
 
 }  // namespace
@@ -166,19 +178,19 @@ TEST_CASE(
     "active timeouts then one end of flow, with no sequence failure",
     "[kernel][export]") {
     Lab lab;
-    TempPolicy policy(policy_text("", "1s", "2s"));
+    TempPolicy policy(policy_text(lab, "", "1s", "2s"));
     flowshaper::testing::Daemon daemon(lab.net.server, policy.path());
-    REQUIRE(daemon.wait_for_log("ready", 10000));
-    CHECK(daemon.wait_for_log("export only", 1000));
+    REQUIRE(daemon.wait_for_log("ready"));
+    CHECK(daemon.wait_for_log("export only"));
     // Connections opened after this have start and end times (nf_conntrack_timestamp).
-    CHECK(daemon.wait_for_log("conntrack timestamps", 2000));
+    CHECK(daemon.wait_for_log("conntrack timestamps"));
 
     auto lng = lab.client("10.200.0.1", "10.200.0.2", 7.0, 140000, "long");
     auto shrt = lab.client("10.200.0.1", "10.200.0.3", 1.0, 30000, "short");
     auto six = lab.client("fd00:200::1", "fd00:200::2", 1.0, 100000, "six");
-    for (auto* c : {lng.get(), shrt.get(), six.get()}) REQUIRE(c->wait(20s));
+    for (auto* c : {lng.get(), shrt.get(), six.get()}) REQUIRE(c->wait(std::chrono::milliseconds(kWaitMs)));
     const auto ends = lab.wait_for_destroys(3);
-    std::this_thread::sleep_for(2500ms);  // two polls: the last DESTROY events reach the ledger
+    lab.wait_for_polls(2);  // the last DESTROY events reach the ledger and go out as records
     lab.stop(daemon);
 
     REQUIRE(ends.size() == 3);
@@ -213,16 +225,16 @@ TEST_CASE(
         "[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n"
         "[[detect]]\nname = \"bulk\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nlocal_ports = [5001]\n"
         "flow_bytes = \"600KB\"\ndscp = \"CS1\"\nlimit = { rate = \"20mbit\" }\nrelease_after = \"1m\"\n\n";
-    TempPolicy policy(policy_text(rules, "1s", "2s"));
+    TempPolicy policy(policy_text(lab, rules, "1s", "2s"));
     flowshaper::testing::Daemon daemon(lab.net.server, policy.path());
-    REQUIRE(daemon.wait_for_log("ready", 10000));
-    CHECK(daemon.wait_for_log("conntrack timestamps", 2000));
+    REQUIRE(daemon.wait_for_log("ready"));
+    CHECK(daemon.wait_for_log("conntrack timestamps"));
 
     // The heavy client gets 2 MB back in about 4 s (600 KB toward it within 1.5 s); the light one
     // 10 KB/s (a chunk every 100 ms) for the 10 s it is given before the daemon stops.
     auto light = lab.client("10.200.0.1", "10.200.0.3", 60.0, 1200000, "light");
     auto heavy = lab.client("10.200.0.1", "10.200.0.2", 4.0, 4000000, "heavy");
-    REQUIRE(daemon.wait_for_log("mark client=10.200.0.2", 10000));
+    REQUIRE(daemon.wait_for_log("mark client=10.200.0.2"));
     // The kernel's own view: the heavy connection carries a mark, the light one none.
     const auto marked = conntrack_lines(lab.net.server, {"src=10.200.0.2", "dport=5001"});
     REQUIRE(marked.size() == 1);
@@ -230,15 +242,22 @@ TEST_CASE(
     const auto unmarked = conntrack_lines(lab.net.server, {"src=10.200.0.3", "dport=5001"});
     REQUIRE(unmarked.size() == 1);
     CHECK(unmarked[0].find("mark=0 ") != std::string::npos);
-    REQUIRE(heavy->wait(20s));
+    REQUIRE(heavy->wait(std::chrono::milliseconds(kWaitMs)));
     const auto ends = lab.wait_for_destroys(1);
-    std::this_thread::sleep_for(2500ms);  // polls: the DESTROY reaches the ledger
-    REQUIRE(light->running());            // still open when the daemon stops
+    lab.wait_for_polls(2);      // the DESTROY reaches the ledger
+    REQUIRE(light->running());  // still open when the daemon stops
     // Paused (its connection idle, its counters still), read by conntrack, then the daemon stops:
     // the light connection's records must add up to these counters, bytes since the last poll too.
+    // Still: the same counters twice, 200 ms apart (the server's answer to the last chunk is in).
     light->pause();
-    std::this_thread::sleep_for(50ms);  // (a poll falls between pause and stop in 1 case of 20)
-    const auto light_ct = conntrack_lines(lab.net.server, {"src=10.200.0.3", "dport=5001"});
+    std::vector<std::string> light_ct;
+    CHECK(wait_until(
+        [&] {
+            auto was = light_ct;
+            light_ct = conntrack_lines(lab.net.server, {"src=10.200.0.3", "dport=5001"});
+            return !was.empty() && light_ct == was;
+        },
+        kWaitMs, 200));
     REQUIRE(light_ct.size() == 1);
     lab.stop(daemon);
     light->stop();
@@ -277,28 +296,36 @@ TEST_CASE(
     "[kernel][export]") {
     Lab lab;
     auto second = lab.nfcapd("nfcapd2", 4740);
-    const std::string settings = "[settings]\npoll_interval = \"1s\"\n\n";
+    REQUIRE(wait_until([&] { return lab.net.server.listens("udp", 4740); }));
+    const std::string settings = "[settings]\npoll_interval = \"1s\"\n" + lab.status.setting() + "\n";
     TempPolicy policy(settings + export_table(4739, "2s"));
     flowshaper::testing::Daemon daemon(lab.net.server, policy.path());
-    REQUIRE(daemon.wait_for_log("ready", 10000));
-    CHECK(daemon.wait_for_log("conntrack timestamps", 2000));
+    REQUIRE(daemon.wait_for_log("ready"));
+    CHECK(daemon.wait_for_log("conntrack timestamps"));
     auto reload = [&](const std::string& text, const std::string& needle) {
         std::ofstream(policy.path()) << text;
         kill(daemon.pid(), SIGHUP);
-        REQUIRE(daemon.wait_for_log(needle, 5000));
+        REQUIRE(daemon.wait_for_log(needle));
     };
 
-    auto conn = lab.client("10.200.0.1", "10.200.0.2", 10.0, 200000, "long");
-    std::this_thread::sleep_for(3s);
+    // 14 s of traffic; the reloads come after 3 polls each (~7 s in all on a quick machine, the
+    // rest a margin for a slow one: the connection must outlive the second reload).
+    auto conn = lab.client("10.200.0.1", "10.200.0.2", 14.0, 280000, "long");
+    lab.wait_for_polls(3);  // the first target has counted it, an active timeout's record included
     reload(settings + export_table(4739, "2s") + export_table(4740, "2s"), "IPFIX to udp://127.0.0.1:4740");
     CHECK(daemon.log().find("export: IPFIX to udp://127.0.0.1:4739") ==
           daemon.log().rfind("export: IPFIX to udp://127.0.0.1:4739"));
-    std::this_thread::sleep_for(3s);
+    lab.wait_for_polls(3);  // both count it
+    {
+        INFO("the connection ended before the second reload: this machine is slower than the case allows");
+        REQUIRE(conn->running());
+    }
     reload(settings + export_table(4740, "2s"), "export udp://127.0.0.1:4739: removed");
-    REQUIRE(conn->wait(20s));
+    REQUIRE(conn->wait(std::chrono::milliseconds(kWaitMs)));
     const auto ends = lab.wait_for_destroys(1);
-    std::this_thread::sleep_for(2500ms);
+    lab.wait_for_polls(2);  // the DESTROY reaches the ledger and goes out
     lab.stop(daemon);
+    lab.wait_collected(4740);
     second->stop();
 
     REQUIRE(ends.size() == 1);

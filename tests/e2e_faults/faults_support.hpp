@@ -1,6 +1,7 @@
 // Helpers of the fault suite: a daemon in a namespace pair with every outside face switched on
 // (status socket, metrics, audit trail), a stand-in for systemd's notify socket, and waits that
 // time how long the kernel takes to be right again, read with tc and iptables-legacy-save.
+// Every wait is for a condition (support/wait.hpp); its deadline is a hang guard.
 #pragma once
 
 #include <chrono>
@@ -12,6 +13,8 @@
 #include <vector>
 
 #include "daemon_fixture.hpp"
+#include "status_socket.hpp"
+#include "wait.hpp"
 
 namespace flowshaper::testing {
 
@@ -35,13 +38,6 @@ private:
     std::string path_;
 };
 
-// One JSON-lines request on the daemon's status socket; throws on a connection error or timeout.
-nlohmann::json status_request(const std::string& socket_path, const nlohmann::json& request,
-                              int timeout_ms = 5000);
-
-// Milliseconds until `done()` holds (checked every `step_ms`), or nullopt after `timeout_ms`.
-std::optional<double> time_until(const std::function<bool()>& done, int timeout_ms, int step_ms = 10);
-
 // The value of an unlabelled metric in Prometheus text, or nullopt when absent.
 std::optional<double> metric_value(const std::string& text, const std::string& name);
 
@@ -63,10 +59,16 @@ public:
     std::unique_ptr<TempPolicy> policy;
     std::unique_ptr<Daemon> daemon;
 
-    // Starts (again) a daemon on the policy; waits for "ready" in its log.
+    // Starts (again) a daemon on the policy; waits for "ready" in its log and for status to say
+    // veth-s is in sync.
     void start(const std::vector<std::pair<std::string, std::string>>& env = {});
     void write_policy(const std::string& settings, const std::string& body) const;
     nlohmann::json snapshot() const;  // {"cmd":"status"}'s snapshot
+    // Waits until status answers with `dev` in sync: the daemon idle after its last change.
+    void wait_in_sync(const std::string& dev = "veth-s") const;
+    // Waits until the daemon has finished `n` more polls: what a check that something did not
+    // happen gives it the chance to happen in, the same amount of work on any machine.
+    void wait_for_polls(uint64_t n) const;
     uint64_t counter(const std::string& name) const { return snapshot()["counters"][name].get<uint64_t>(); }
     std::string device_state(const std::string& dev = "veth-s") const;
     // The classid of the class status names `name` ("class bulk", "cap customer 10.200.0.7").
@@ -86,8 +88,11 @@ RepairsSeen repairs_seen(const FaultRig& rig);
 
 // Runs `damage` (a command in the server namespace), then polls `read` (an independent tool's
 // view of what flowshaper owns) until it is what it was before the damage. Checks that this took
-// less than `limit_ms`, that nothing is duplicated or missing (kernel_counts) and that exactly one
-// repair shows in status, metrics and the audit trail, the device in sync. Returns the time.
+// less than `limit_ms` (the product's promise: one poll interval, or 1 s when events announce
+// the damage) plus what this machine needs for the daemon's work and the checker's own readings,
+// both measured in the same run; that nothing is duplicated or missing (kernel_counts) and that
+// exactly one repair shows in status, metrics and the audit trail, the device in sync. Returns
+// the time.
 double expect_repaired(FaultRig& rig, const std::string& damage, const std::function<std::string()>& read,
                        double limit_ms);
 

@@ -5,12 +5,10 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
-#include <thread>
 
 #include "faults_support.hpp"
 
 using namespace flowshaper::testing;
-using namespace std::chrono_literals;
 
 namespace {
 
@@ -36,13 +34,12 @@ TEST_CASE(
     INFO("firewall = " << firewall);
     FaultRig rig("badreload", fault_settings("500ms", firewall), fault_policy_body());
     rig.start();
-    std::this_thread::sleep_for(300ms);
     const std::string tree = tc_tree_text(rig.net.server);
     const std::string mangle = mangle_objects(rig.net.server, firewall);
     rig.write_policy(fault_settings("500ms", firewall), fault_policy_body("fast"));  // not a rate
 
     kill(rig.daemon->pid(), SIGHUP);
-    REQUIRE(rig.daemon->wait_for_log("keeping the one that runs", 5000));
+    REQUIRE(rig.daemon->wait_for_log("keeping the one that runs"));
     CHECK(rig.daemon->log().find(rig.policy->path() + ":") != std::string::npos);  // a located diagnostic
     int rc = 0;
     std::string out = reload_cli(rig, &rc);
@@ -51,7 +48,12 @@ TEST_CASE(
     CHECK(out.find(rig.policy->path() + ":") != std::string::npos);
     CHECK(out.find("error") != std::string::npos);
 
-    std::this_thread::sleep_for(300ms);
+    // Both failures in the snapshot, the metrics and the audit trail (then checked exactly).
+    CHECK(wait_until([&] {
+        return rig.counter("reload_failures") >= 2 &&
+               metric_value(rig.metrics(), "flowshaper_reload_failures_total").value_or(0) >= 2 &&
+               rig.audit_count("reload-failed") >= 2;
+    }));
     CHECK(tc_tree_text(rig.net.server) == tree);
     CHECK(mangle_objects(rig.net.server, firewall) == mangle);
     CHECK(rig.counter("reload_failures") == 2);
@@ -63,7 +65,7 @@ TEST_CASE(
     // tc_drift_test's subject; this waited 2 s and once, in CI, the old tree was not back by
     // then: the daemon's log is shown if it happens again.)
     rig.net.server.exec_ok("tc qdisc del dev veth-s root");
-    auto back = time_until([&] { return tc_tree_text(rig.net.server) == tree; }, 10000);
+    auto back = time_until([&] { return tc_tree_text(rig.net.server) == tree; });
     INFO("daemon log:\n" << rig.daemon->log());
     REQUIRE(back);
     if (*back > 1000) WARN("the old tree came back after " << *back << " ms");
@@ -90,8 +92,8 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     // SIGHUP: the cap's rate.
     rig.write_policy(fault_settings("500ms", firewall), fault_policy_body("8mbit", "100mbit"));
     kill(rig.daemon->pid(), SIGHUP);
-    auto took = time_until(
-        [&] { return tc_class_table(rig.net.server, "veth-s").at(cap_class).rate == "8Mbit"; }, 5000);
+    auto took =
+        time_until([&] { return tc_class_table(rig.net.server, "veth-s").at(cap_class).rate == "8Mbit"; });
     INFO(rig.daemon->log());
     REQUIRE(took);
     auto after = tc_class_table(rig.net.server, "veth-s");
@@ -103,7 +105,7 @@ TEST_CASE("a valid reload changes a class's rate in place: same classid, counter
     auto root_after = tc_json(rig.net.server, "qdisc show dev veth-s root");
     CHECK(root_after[0]["handle"] == root_before[0]["handle"]);
     CHECK(root_after[0]["bytes"].get<uint64_t>() >= root_before[0]["bytes"].get<uint64_t>());
-    std::this_thread::sleep_for(300ms);
+    CHECK(wait_until([&] { return rig.counter("reloads") >= 1 && rig.audit_count("reload") >= 1; }));
     CHECK(rig.counter("reloads") == 1);
     CHECK(rig.counter("kernel_changes") - changes_before <= 2);  // the class, its leaf queue at most
     CHECK(rig.counter("drift_repairs") == 0);
@@ -129,10 +131,13 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
     FaultRig rig("restart", fault_settings("200ms", firewall), fault_policy_body() + "\n" + rule);
     rig.start();
     rig.net.client.exec_ok("iperf3 -s -1 -D -B 10.200.0.2 -p 5301");
-    std::this_thread::sleep_for(300ms);
+    REQUIRE(wait_until([&] { return rig.net.client.listens("tcp", 5301); }));
     sh("ip netns exec " + rig.net.server.name() + " iperf3 -c 10.200.0.2 -p 5301 -t 5 >/dev/null 2>&1 &");
-    REQUIRE(rig.daemon->wait_for_log("mark client=10.200.0.2", 8000));
-    std::this_thread::sleep_for(500ms);
+    REQUIRE(rig.daemon->wait_for_log("mark client=10.200.0.2"));
+    // The heavy client's class in the kernel and in status.
+    CHECK(wait_until(
+        [&] { return kernel_counts(rig.net.server).classes == 5 && rig.snapshot()["heavy"].size() == 1; }));
+    rig.wait_in_sync();
     const auto before = kernel_counts(rig.net.server);
     const std::string tree = tc_tree_text(rig.net.server);
     CHECK(before.classes == 5);  // root, normal, bulk, the cap's client, the heavy client
@@ -140,7 +145,7 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
 
     rig.start();
     CHECK(rig.daemon->log().find("adopted heavy client 10.200.0.2") != std::string::npos);
-    std::this_thread::sleep_for(1s);
+    rig.wait_for_polls(3);  // what a restart would duplicate, it would have by now
     CHECK(kernel_counts(rig.net.server) == before);
     const std::string mangle = mangle_objects(rig.net.server, firewall);
     if (firewall == "iptables")
@@ -152,8 +157,9 @@ TEST_CASE("SIGKILL with a heavy client active, then a restart: adopted, no dupli
     CHECK(snap["heavy"][0]["client"] == "10.200.0.2");
     CHECK(rig.device_state() == "in-sync");
     CHECK(metric_value(rig.metrics(), "flowshaper_caps_applied_total").value_or(-1) ==
-          0);                         // not decided twice
-    std::this_thread::sleep_for(3s);  // the upload ends before the namespaces go
+          0);  // not decided twice
+    // The upload ends before the namespaces go.
+    CHECK(wait_until([&] { return !rig.net.server.runs("iperf3") && !rig.net.client.runs("iperf3"); }));
 }
 
 TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's pid, the first runs on") {
@@ -162,7 +168,6 @@ TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's 
     INFO("firewall = " << firewall);
     FaultRig rig("twice", fault_settings("500ms", firewall), fault_policy_body());
     rig.start();
-    std::this_thread::sleep_for(300ms);
     const auto counts = kernel_counts(rig.net.server);
     const std::string tree = tc_tree_text(rig.net.server);
     const auto changes = rig.counter("kernel_changes");
@@ -174,7 +179,7 @@ TEST_CASE("a second daemon in the same namespace exits 1 naming the first one's 
     CHECK(said.find("pid " + std::to_string(rig.daemon->pid())) != std::string::npos);
     CHECK(said.find("already runs in this network namespace") != std::string::npos);
 
-    std::this_thread::sleep_for(1s);
+    rig.wait_for_polls(3);  // what the second one's attempt disturbed, the first would have seen
     CHECK(tc_tree_text(rig.net.server) == tree);
     CHECK(kernel_counts(rig.net.server) == counts);
     CHECK(rig.counter("kernel_changes") == changes);

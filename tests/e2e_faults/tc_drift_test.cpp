@@ -6,12 +6,10 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
-#include <thread>
 
 #include "faults_support.hpp"
 
 using namespace flowshaper::testing;
-using namespace std::chrono_literals;
 
 namespace {
 
@@ -87,26 +85,23 @@ TEST_CASE("the device deleted and created again gets its tree back, status says 
     INFO("firewall = " << firewall);
     FaultRig rig("linkdel", fault_settings("1s", firewall), fault_policy_body());
     rig.start();
-    std::this_thread::sleep_for(300ms);
     const std::string before = tc_tree_text(rig.net.server);
     const RepairsSeen was = repairs_seen(rig);
     rig.net.server.exec_ok("ip link del veth-s");
-    auto missing = time_until([&] { return rig.device_state() == "missing"; }, 3000, 50);
-    CHECK(missing);
+    CHECK(wait_until([&] { return rig.device_state() == "missing"; }, kWaitMs, 50));
     // Recreated as it was: the same name, address and peer in the client namespace.
     rig.net.server.exec_ok("ip link add veth-s type veth peer name veth-c netns " + rig.net.client.name());
     rig.net.server.exec_ok("ip addr add 10.200.0.1/24 dev veth-s");
     rig.net.server.exec_ok("ip link set veth-s up");
     rig.net.client.exec_ok("ip addr add 10.200.0.2/24 dev veth-c");
     rig.net.client.exec_ok("ip link set veth-c up");
-    auto took = time_until([&] { return tc_tree_text(rig.net.server) == before; }, 5000);
+    // How fast is the root qdisc case's subject; here it is that the tree comes back at all.
+    auto took = time_until([&] { return tc_tree_text(rig.net.server) == before; }, kWaitMs, 10);
     INFO(tc_tree_text(rig.net.server) << "\nlog:\n" << rig.daemon->log());
     REQUIRE(took);
     WARN("tree back on the recreated device " << *took << " ms after it came up");
-    CHECK(*took < 1000);
-    std::this_thread::sleep_for(300ms);
-    CHECK(rig.device_state() == "in-sync");
-    CHECK(repairs_seen(rig).audit > was.audit);
+    rig.wait_in_sync();
+    CHECK(wait_until([&] { return repairs_seen(rig).audit > was.audit; }));
     // Traffic to the capped client goes through its class again.
     rig.net.client.exec_ok("ip addr add 10.200.0.7/24 dev veth-c");
     rig.net.server.exec_ok("ping -c 3 -i 0.2 -W 1 10.200.0.7");
@@ -136,7 +131,8 @@ TEST_CASE("a tool deleting the root qdisc in a loop makes the daemon back off an
     };
     auto ticks0 = cpu_ticks();
     auto t0 = std::chrono::steady_clock::now();
-    // 10 s of `tc qdisc del` every 50 ms (it fails quietly while the root is already gone).
+    // 10 s of `tc qdisc del` every 50 ms (it fails quietly while the root is already gone): the
+    // fight's length and pace are the case's setting, durations, not waits.
     rig.net.server.exec_ok(
         "sh -c 'end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do "
         "tc qdisc del dev veth-s root 2>/dev/null; sleep 0.05; done'");
@@ -150,9 +146,13 @@ TEST_CASE("a tool deleting the root qdisc in a loop makes the daemon back off an
           std::string::npos);
     CHECK(repairs >= 5);   // it did repair at first
     CHECK(repairs <= 14);  // ...then spaced the repairs out (without a back-off: one per ~70 ms)
-    CHECK(cpu_s < 0.2 * secs);
-    // Once the tool stops, the next repair (at most one back-off later) restores the tree.
-    auto took = time_until([&] { return tc_tree_text(rig.net.server) == before; }, 20000, 50);
+    // Low CPU is the subject: a daemon fighting in a tight loop takes the whole CPU (1.0 of the
+    // wall time); 14 repairs and 10 polls take a few percent here. Half leaves room for a machine
+    // 20x slower (emulated), where each repair costs 20x more CPU, and still tells the two apart.
+    CHECK(cpu_s < 0.5 * secs);
+    // Once the tool stops, the next repair (at most one back-off later, at most a minute) restores
+    // the tree.
+    auto took = time_until([&] { return tc_tree_text(rig.net.server) == before; }, 60'000 + kWaitMs, 50);
     REQUIRE(took);
     WARN("tree back " << *took << " ms after the loop ended");
 }

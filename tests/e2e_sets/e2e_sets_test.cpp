@@ -11,21 +11,22 @@
 #include <map>
 #include <regex>
 #include <sstream>
-#include <thread>
 
+#include "background.hpp"
 #include "daemon_fixture.hpp"
+#include "status_socket.hpp"
 
 using namespace flowshaper::testing;
-using namespace std::chrono_literals;
 
 namespace {
 
 constexpr const char* kClient = "10.200.0.2";
 constexpr double kCeilBps = 5e6;
 
-std::string policy(const std::string& firewall) {
-    return "[settings]\npoll_interval = \"200ms\"\nfirewall = \"" + firewall +
-           "\"\n\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n"
+// `settings`: more [settings] lines (a status socket).
+std::string policy(const std::string& firewall, const std::string& settings = "") {
+    return "[settings]\npoll_interval = \"200ms\"\nfirewall = \"" + firewall + "\"\n" + settings +
+           "\n[[interface]]\ndevice = \"veth-s\"\nrate = \"1gbit\"\n\n"
            "[[detect]]\nname = \"scraper\"\ndevice = \"veth-s\"\nprotocol = \"tcp\"\nlocal_ports = [8080]\n"
            "client_bytes = \"2MB\"\nwindow = \"30s\"\ndscp = \"CS1\"\n"
            "limit = { rate = \"4mbit\", ceil = \"5mbit\" }\nrelease_after = \"10m\"\n";
@@ -56,28 +57,9 @@ std::string set_members(const Netns& ns, const std::string& firewall) {
     return out;
 }
 
-// A background process in `ns`; killed (SIGINT, then waited for) on destruction.
-class Background {
-public:
-    Background(const Netns& ns, const std::string& command) {
-        pid_ = ns.exec_ok("sh -c '" + command + " >/dev/null 2>&1 & echo $!'");
-        while (!pid_.empty() && (pid_.back() == '\n' || pid_.back() == ' ')) pid_.pop_back();
-    }
-    ~Background() { stop(); }
-    void stop() {
-        if (pid_.empty()) return;
-        sh("kill -INT " + pid_ + " 2>/dev/null; for i in $(seq 50); do kill -0 " + pid_ +
-           " 2>/dev/null || break; sleep 0.1; done");
-        pid_.clear();
-    }
-
-private:
-    std::string pid_;
-};
-
 // The server: 256 KB to every connection on port 8080, one after another, forever.
 std::string server_command() {
-    return "exec python3 -c \"import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+    return "python3 -c \"import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
            "socket.SO_REUSEADDR, 1); s.bind((\\\"0.0.0.0\\\", 8080)); s.listen(64); d=b\\\"y\\\"*262144\n"
            "while True:\n  c=s.accept()[0]; c.sendall(d); c.close()\"";
 }
@@ -97,6 +79,25 @@ struct Packet {
     int dscp = 0;
     uint64_t bytes = 0;
 };
+
+// tcpdump -U on the server's veth into `pcap`: TCP from port 8080, and the fence datagrams to port 9.
+std::string capture_command(const std::string& pcap) {
+    return "tcpdump -U -i veth-s -s 96 -w " + pcap + " 'tcp src port 8080 or udp dst port 9'";
+}
+
+// Sends a datagram to the client's port 9 until the capture has written one out: every packet
+// before it is then in the file too (tcpdump writes them in order, at once with -U).
+bool fence_captured(const Netns& server, const std::string& pcap) {
+    return wait_until(
+        [&] {
+            server.exec(
+                "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto("
+                "b\"fence\", (\"" +
+                std::string(kClient) + "\", 9))'");
+            return sh("tcpdump -r " + pcap + " udp dst port 9 2>/dev/null | grep -q .") == 0;
+        },
+        kWaitMs, 100);
+}
 
 // The packets to the client from port 8080 in `pcap`, read by tshark.
 std::vector<Packet> read_capture(const std::string& pcap) {
@@ -140,15 +141,17 @@ TEST_CASE(
     {
         Daemon daemon(net.server, file.path());
         INFO(daemon.log());
-        REQUIRE(daemon.wait_for_log("ready", 10000));
+        REQUIRE(daemon.wait_for_log("ready"));
         CHECK(daemon.log().find("firewall: " + firewall) != std::string::npos);
-        Background server(net.server, server_command());
-        Background capture(net.server, "exec tcpdump -i veth-s -s 96 -w " + pcap + " tcp src port 8080");
-        std::this_thread::sleep_for(1s);
+        Background server(net.server, server_command(), pcap + ".server.log");
+        Background capture(net.server, capture_command(pcap), pcap + ".log");
+        REQUIRE(wait_until([&] {
+            return net.server.listens("tcp", 8080) && sh("grep -q 'listening on' " + pcap + ".log") == 0;
+        }));
         scrape(net.client, 30);  // ~9 at full speed until capped, then the rest capped
         CHECK(daemon.log().find("mark client=" + std::string(kClient)) != std::string::npos);
         CHECK(set_members(net.server, firewall).find(kClient) != std::string::npos);
-        std::this_thread::sleep_for(500ms);
+        CHECK(fence_captured(net.server, pcap));
         capture.stop();
         server.stop();
         CHECK(daemon.stop(SIGTERM) == 0);
@@ -156,7 +159,7 @@ TEST_CASE(
     CHECK(ruleset(net.server) == before);
 
     const auto packets = read_capture(pcap);
-    std::remove(pcap.c_str());
+    for (const std::string& file : {pcap, pcap + ".log", pcap + ".server.log"}) std::remove(file.c_str());
     REQUIRE(packets.size() > 100);
     // The first connection whose SYN-ACK carries CS1: the kernel set has the client from then on.
     std::map<int, std::vector<const Packet*>> streams;
@@ -201,24 +204,26 @@ TEST_CASE("after SIGKILL a restarted daemon adopts the kernel set's members and 
     const std::string firewall = GENERATE(as<std::string>{}, "iptables", "nftables");
     INFO("firewall = " << firewall);
     VethPair net("ek");
-    TempPolicy file(policy(firewall));
-    Background server(net.server, server_command());
+    StatusSocketPath status;
+    TempPolicy file(policy(firewall, status.setting()));
+    Background server(net.server, server_command(), file.path() + ".server.log");
     auto first = std::make_unique<Daemon>(net.server, file.path());
-    REQUIRE(first->wait_for_log("ready", 10000));
-    std::this_thread::sleep_for(300ms);
+    REQUIRE(first->wait_for_log("ready"));
+    REQUIRE(wait_until([&] { return net.server.listens("tcp", 8080); }));
     scrape(net.client, 12);  // 3 MB: past client_bytes
-    REQUIRE(first->wait_for_log("mark client=" + std::string(kClient), 5000));
-    std::this_thread::sleep_for(500ms);
+    REQUIRE(first->wait_for_log("mark client=" + std::string(kClient)));
+    CHECK(wait_until([&] { return set_members(net.server, firewall).find(kClient) != std::string::npos; }));
     const std::string capped = ruleset(net.server);
-    CHECK(set_members(net.server, firewall).find(kClient) != std::string::npos);
     CHECK(first->stop(SIGKILL) == 128 + SIGKILL);
     first.reset();
 
     Daemon second(net.server, file.path());
-    REQUIRE(second.wait_for_log("ready", 10000));
+    REQUIRE(second.wait_for_log("ready"));
     CHECK(second.log().find("adopted heavy client " + std::string(kClient)) != std::string::npos);
-    std::this_thread::sleep_for(1s);
-    CHECK(ruleset(net.server) == capped);  // the same rules, sets and members: nothing doubled
+    INFO(second.log());
+    REQUIRE(wait_for_polls(status.path(), 5));  // what a restart would double, it would have by now
+    CHECK(ruleset(net.server) == capped);       // the same rules, sets and members: nothing doubled
     CHECK(count_lines(set_members(net.server, firewall), kClient) == 1);
     CHECK(second.log().find("mark client=" + std::string(kClient)) == std::string::npos);
+    std::remove((file.path() + ".server.log").c_str());
 }

@@ -9,12 +9,14 @@
 
 #include "netns.hpp"
 #include "tc_text.hpp"
+#include "wait.hpp"
 
 using flowshaper::testing::Netns;
 using flowshaper::testing::require_netns_privileges;
 using flowshaper::testing::sh;
 using flowshaper::testing::tc_class_table;
 using flowshaper::testing::VethPair;
+using flowshaper::testing::wait_until;
 using json = nlohmann::json;
 
 namespace {
@@ -61,12 +63,20 @@ uint64_t class_bytes(const Netns& ns, const std::string& classid) {
     return it == classes.end() ? 0 : it->second.bytes;
 }
 
+// iperf3 has ended in both namespaces (a one-off server exits after its test).
+bool iperf3_done(const VethPair& net) {
+    return !net.server.runs("iperf3") && !net.client.runs("iperf3");
+}
+
 // Downloads from the server for `seconds` with iperf3 -R from `client_addr`; returns the layer-2
-// rate of `classid` measured from its byte counter between second 2 and second seconds-1.
+// rate of `classid` measured from its byte counter between second 2 and second seconds-1. Those
+// are durations: TCP's ramp-up left out, then the window measured (the bytes divided by the time
+// that really passed).
 double download_l2_rate(const VethPair& net, const std::string& server_addr, const std::string& client_addr,
                         int port, const std::string& classid, int seconds = 6) {
+    REQUIRE(wait_until([&] { return iperf3_done(net); }));  // the last one's server is gone
     net.server.exec_ok("iperf3 -s -1 -D -p " + std::to_string(port));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(wait_until([&] { return net.server.listens("tcp", port); }));
     sh("ip netns exec " + net.client.name() + " iperf3 -c " + server_addr + " -B " + client_addr + " -p " +
        std::to_string(port) + " -R -t " + std::to_string(seconds) + " >/dev/null 2>&1 &");
     std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -75,7 +85,7 @@ double download_l2_rate(const VethPair& net, const std::string& server_addr, con
     std::this_thread::sleep_for(std::chrono::seconds(seconds - 3));
     uint64_t b1 = class_bytes(net.server, classid);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+    REQUIRE(wait_until([&] { return iperf3_done(net); }));
     return static_cast<double>(b1 - b0) * 8 / secs;
 }
 
@@ -347,16 +357,17 @@ TEST_CASE("show reports each class's bytes, packets, drops and current rate as t
     REQUIRE_FALSE(id.empty());
     // A 50 Mbit/s UDP download into the 5 Mbit/s class: it runs at its cap and drops the rest.
     net.server.exec_ok("iperf3 -s -1 -D -p 5311");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(wait_until([&] { return net.server.listens("tcp", 5311); }));
     sh("ip netns exec " + net.client.name() +
-       " timeout 10 iperf3 -c 10.200.0.1 -p 5311 -u -b 50M -R -t 4 >/dev/null 2>&1 &");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+       " timeout 120 iperf3 -c 10.200.0.1 -p 5311 -u -b 50M -R -t 4 >/dev/null 2>&1 &");
+    // The download runs, at its cap, once the class drops; show then measures it over 1 s.
+    REQUIRE(wait_until([&] { return tc_class_table(net.server, "veth-s")[id].drops > 0; }));
     std::string out;
     REQUIRE(run_fs(net.server, "show --json --interval 1000 2>/dev/null", &out) == 0);
     auto tc_after = tc_class_table(net.server, "veth-s");
     std::string text;
     REQUIRE(run_fs(net.server, "show", &text) == 0);
-    std::this_thread::sleep_for(std::chrono::seconds(3));
+    CHECK(wait_until([&] { return iperf3_done(net); }));  // it ends before the namespaces go
 
     auto doc = json::parse(out);
     REQUIRE(doc["devices"].size() == 1);

@@ -31,8 +31,10 @@ Run run_cli(Harness& h, const std::string& args) {
         r.status = std::system(cmd.c_str());
         done = true;
     });
-    h.run_until([&] { return done.load(); }, 20000);
+    const bool finished = h.run_until([&] { return done.load(); });  // a hang guard
+    if (!finished) h.server.reset();                                 // its read ends
     t.join();
+    REQUIRE(finished);
     auto slurp = [](const std::string& path) {
         std::ifstream in(path);
         return std::string(std::istreambuf_iterator<char>(in), {});

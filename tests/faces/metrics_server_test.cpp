@@ -27,13 +27,16 @@ struct MetricsHarness {
     std::string get(const std::string& target) {
         std::atomic<bool> done{false};
         std::string response;
+        const uint16_t port = server->port();
         std::thread t([&] {
-            response = http_get(server->port(), target);
+            response = http_get(port, target);
             done = true;
         });
-        const uint64_t end = loop.now_ms() + 10000;
+        const uint64_t end = loop.now_ms() + kHangGuardMs;
         while (!done && loop.now_ms() < end) (void)loop.run_once(10);
+        if (!done) server.reset();  // closes the listening socket and the connection: the GET ends
         t.join();
+        REQUIRE(done);
         return response;
     }
 };

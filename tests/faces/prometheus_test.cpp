@@ -16,6 +16,7 @@
 
 #include "faces_harness.hpp"
 #include "flowshaper/controller/metrics_server.hpp"
+#include "wait.hpp"
 
 using namespace flowshaper;
 using namespace flowshaper::controller;
@@ -64,13 +65,16 @@ TEST_CASE("a real Prometheus server scrapes /metrics and answers a query for a r
     }
     std::atomic<bool> done{false};
     std::string answer;
+    // Until Prometheus has started, scraped and answers (seconds here; a hang guard of minutes for
+    // an emulated machine), asked every 500 ms.
     std::thread asker([&] {
-        const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-        while (std::chrono::steady_clock::now() < end) {
-            answer = http_get(9090, "/api/v1/query?query=flowshaper_heavy_clients%7Brule%3D%22imap%22%7D");
-            if (answer.find("\"imap\"") != std::string::npos) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        }
+        flowshaper::testing::wait_until(
+            [&] {
+                answer =
+                    http_get(9090, "/api/v1/query?query=flowshaper_heavy_clients%7Brule%3D%22imap%22%7D");
+                return answer.find("\"imap\"") != std::string::npos;
+            },
+            kHangGuardMs, 500);
         done = true;
     });
     while (!done) (void)loop.run_once(20);

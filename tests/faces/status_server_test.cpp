@@ -14,14 +14,16 @@ using nlohmann::json;
 
 namespace {
 
-// Runs `body` on a thread while the harness's loop serves; fails the test on a timeout.
-void serve_while(Harness& h, const std::function<void()>& body, int timeout_ms = 20000) {
+// Runs `body` on a thread while the harness's loop serves, until the body returned and `served()`
+// (checked on the loop's own thread, between rounds: no data race with the server) holds. The
+// deadline is a hang guard: on it the server is closed, which ends every read of the body's.
+void serve_while(Harness& h, const std::function<void()>& body, const std::function<bool()>& served = {}) {
     std::atomic<bool> done{false};
     std::thread t([&] {
         body();
         done = true;
     });
-    const bool finished = h.run_until([&] { return done.load(); }, timeout_ms);
+    const bool finished = h.run_until([&] { return done.load() && (!served || served()); });
     if (!finished) h.server.reset();  // closes every connection: the thread's reads end
     t.join();
     REQUIRE(finished);
@@ -90,36 +92,68 @@ TEST_CASE("before the first snapshot status says the daemon is starting") {
     CHECK_THAT(status["error"].get<std::string>(), Catch::Contains("starting"));
 }
 
+// What this proves without a wall-clock bound: all 600 answers arrive whole (each compared with
+// the first, byte for byte: answers share one buffer, and parsing 600 of them in the client would
+// measure the client), and no round of the loop does more than a batch of connections' work,
+// judged against what one answer costs the loop in this run, on this machine and build. The
+// timer ran between those rounds (Harness::timer_kept_up).
 TEST_CASE("200 concurrent status clients are all served while the loop's timer stays on time") {
     StatusServerSettings settings;
     settings.max_clients = 256;
-    // This test is about serving many clients at once, not about the write timeout: the client
-    // reads its 200 answers one after the other (slowly under the sanitizers).
-    settings.write_timeout_ms = 60'000;
+    // Not this test's subject: the client reads its 200 answers one after the other, so on a slow
+    // machine a connection may wait long for its turn; neither timeout may end one meanwhile.
+    settings.write_timeout_ms = settings.idle_timeout_ms = 10 * 60'000;
     Harness h(settings, 200);
+    const std::string request = "{\"cmd\":\"status\"}\n";
+
+    // The first answer renders the snapshot (once: every later answer is the same shared text).
+    std::string expected;
+    serve_while(h, [&] {
+        Client c(h.path);
+        if (c.send_all(request)) expected = c.read_line();
+    });
+    auto first = json::parse(expected, nullptr, false);
+    REQUIRE(first.is_object());
+    REQUIRE(first["ok"] == true);
+    REQUIRE(first["snapshot"]["heavy"].size() == 200);
+
+    // The baseline: one client asks 20 times in turn; what one answer costs the loop.
+    constexpr int kBaseline = 20;
+    h.reset_measures();
+    int same = 0;
+    serve_while(h, [&] {
+        Client c(h.path);
+        for (int i = 0; i < kBaseline; ++i)
+            if (c.send_all(request) && c.read_line() == expected) ++same;
+    });
+    REQUIRE(same == kBaseline);
+    const uint64_t answer_cpu_us = h.cpu_us / kBaseline;
+
+    h.reset_measures();
     std::atomic<int> ok{0};
     serve_while(h, [&] {  // one thread, 200 connections, 3 rounds of a request on each at once
         std::vector<std::unique_ptr<Client>> clients;
         for (int i = 0; i < 200; ++i) clients.push_back(std::make_unique<Client>(h.path));
         for (int round = 0; round < 3; ++round) {
-            for (auto& c : clients) c->send_all("{\"cmd\":\"status\"}\n");
+            for (auto& c : clients) c->send_all(request);
             for (auto& c : clients)
-                if (auto a = json::parse(c->read_line(), nullptr, false);
-                    a.is_object() && a.value("ok", false))
-                    ++ok;
+                if (c->read_line() == expected) ++ok;
         }
     });
     CHECK(ok == 600);
-    INFO("worst timer gap " << h.worst_gap_ms << " ms, longest round " << h.worst_busy_ms << " ms wall, "
-                            << h.worst_cpu_us << " us CPU");
-#if defined(__SANITIZE_ADDRESS__)
-    constexpr uint64_t kSlowdown = 5;  // AddressSanitizer: every memory access is checked
-#else
-    constexpr uint64_t kSlowdown = 1;
-#endif
-    CHECK(h.worst_cpu_us < 50'000 * kSlowdown);  // the loop's own work per round
-    CHECK(h.worst_gap_ms < 20 + 100 * kSlowdown);
-    CHECK(h.run_until([&] { return h.server->connections() == 0; }, 2000));
+    INFO("one answer costs the loop "
+         << answer_cpu_us << " us CPU (" << expected.size() << " bytes); serving 600: " << h.cpu_us
+         << " us in all, the longest round " << h.worst_cpu_us << " us CPU, " << h.worst_busy_ms
+         << " ms wall; the most loop CPU between two ticks " << h.worst_tick_cpu_us
+         << " us, the worst timer gap " << h.worst_gap_ms << " ms wall");
+    // A round handles at most 64 ready connections (epoll's batch in EventLoop::run_once), and
+    // each of them at most one answer's work (a request parsed, 64 KiB of the shared answer
+    // written). Twice that and 2 ms, so that a busier machine's cache misses do not count (a
+    // round takes 2.2 ms of 9.3 natively, 9.6 of 31 under ASan); a server that rendered per
+    // request is far past it.
+    CHECK(h.worst_cpu_us < 2 * 64 * answer_cpu_us + 2'000);
+    CHECK(h.timer_kept_up());
+    CHECK(h.run_until([&] { return h.server->connections() == 0; }));
 }
 
 TEST_CASE("beyond max_clients a connection is told so and closed, the others are served") {
@@ -162,45 +196,58 @@ TEST_CASE("a 10 MB request line gets an error and its connection is closed, memo
     CHECK(other["ok"] == true);
     CHECK(closed);
     CHECK(h.peak_heap - h.base_heap < 2 * 1024 * 1024);  // the 10 MB never sat in the server
-    CHECK(h.worst_gap_ms < 20 + 100);
+    CHECK(h.timer_kept_up());
+    WARN("worst timer gap " << h.worst_gap_ms << " ms wall");
 }
 
 TEST_CASE("a client that asks and never reads is dropped at the output bound, others are served") {
     StatusServerSettings settings;
     settings.max_output_bytes = 1024 * 1024;
     Harness h(settings, 500);  // a status answer of ~250 KB
+    // Both connect from here (the listening socket takes them before the loop runs) and live until
+    // the loop has seen the drop: a hog that went away would be closed, not dropped.
+    Client hog(h.path), polite(h.path);
+    std::string requests;
+    for (int i = 0; i < 200; ++i) requests += "{\"cmd\":\"status\"}\n";
     json other;
-    serve_while(h, [&] {
-        Client hog(h.path), polite(h.path);
-        std::string requests;
-        for (int i = 0; i < 200; ++i) requests += "{\"cmd\":\"status\"}\n";
-        hog.send_all(requests);  // and never reads
-        other = polite.ask(R"({"cmd":"ping"})");
-        while (h.server->dropped() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    });
+    serve_while(
+        h,
+        [&] {
+            hog.send_all(requests);  // and never reads
+            other = polite.ask(R"({"cmd":"ping"})");
+        },
+        [&] { return h.server->dropped() > 0; });
     CHECK(h.server->dropped() == 1);
     CHECK(other["ok"] == true);
-    CHECK(h.worst_gap_ms < 20 + 100);
+    CHECK(h.timer_kept_up());
+    WARN("worst timer gap " << h.worst_gap_ms << " ms wall");
     CHECK(h.peak_heap - h.base_heap < 8 * 1024 * 1024);  // answers share one buffer
 }
 
 TEST_CASE("a client that stops reading mid-answer is dropped after the write timeout") {
     StatusServerSettings settings;
     settings.write_timeout_ms = 300;
-    Harness h(settings, 5000);  // an answer of a few MB: more than the socket buffers hold
-    uint64_t dropped_after_ms = 0;
+    settings.idle_timeout_ms = 10 * 60'000;  // so that only the write timeout can drop it
+    Harness h(settings, 5000);               // an answer of a few MB: more than the socket buffers hold
+    // The answer rendered and read once, so that the stuck client's comes from the shared buffer
+    // at once (rendering 5000 clients takes seconds at -O0 under ASan; so would parsing it here).
+    std::string rendered;
     serve_while(h, [&] {
-        Client stuck(h.path);
-        stuck.send_all("{\"cmd\":\"status\"}\n");
-        const auto t0 = std::chrono::steady_clock::now();
-        while (h.server->dropped() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        dropped_after_ms = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-                .count());
+        Client c(h.path);
+        if (c.send_all("{\"cmd\":\"status\"}\n")) rendered = c.read_line();
     });
-    CHECK(dropped_after_ms >= 250);
-    CHECK(dropped_after_ms < 3000);
-    CHECK(h.server->connections() == 0);
+    REQUIRE(rendered.rfind("{\"ok\":true,", 0) == 0);
+    Client stuck(h.path);
+    REQUIRE(stuck.send_all("{\"cmd\":\"status\"}\n"));
+    const uint64_t asked_ms = h.loop.now_ms();
+    REQUIRE(h.run_until([&] { return h.server->dropped() > 0; }));
+    const uint64_t dropped_after_ms = h.loop.now_ms() - asked_ms;
+    INFO("dropped " << dropped_after_ms << " ms after the request");
+    CHECK(dropped_after_ms >= 250);  // not before the write timeout
+    // The timeout, then the next sweep (once a second): 1.3 s on any machine where a round is
+    // quick; 30 s is far below the idle timeout, which would also drop it.
+    CHECK(dropped_after_ms < 30'000);
+    CHECK(h.run_until([&] { return h.server->connections() == 0; }));
 }
 
 TEST_CASE("the socket file is mode 0600") {

@@ -18,6 +18,7 @@
 #include "conntrack_parse.hpp"
 #include "flowshaper/kernel/conntrack_port.hpp"
 #include "netns.hpp"
+#include "wait.hpp"
 
 using namespace flowshaper;
 using namespace flowshaper::kernel;
@@ -76,20 +77,19 @@ void transfer_5mb(const VethPair& pair, const char* server_addr, int port) {
     std::ofstream(dir + "/srv.py") << "import socket, sys\n"
                                       "s = socket.socket(socket.AF_INET6)\n"
                                       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                                      "s.bind(('::', int(sys.argv[1]))); s.listen(1); s.settimeout(20)\n"
+                                      "s.bind(('::', int(sys.argv[1]))); s.listen(1); s.settimeout(120)\n"
                                       "c, _ = s.accept()\n"
                                       "while c.recv(65536): pass\n"
                                       "c.close()\n";
     std::ofstream(dir + "/cli.py")
         << "import socket, sys\n"
-           "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)\n"
+           "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=120)\n"
            "c.sendall(b'x' * 5000000); c.shutdown(socket.SHUT_WR)\n"
            "c.recv(1); c.close()\n";
     const std::string p = std::to_string(port);
-    pair.server.exec_ok("sh -c 'timeout 30 python3 " + dir + "/srv.py " + p + " >/dev/null 2>&1 &'");
-    pair.server.exec_ok("sh -c 'for i in $(seq 100); do ss -ltnH | grep -q :" + p +
-                        " && exit 0; sleep 0.05; done; exit 1'");
-    pair.client.exec_ok("timeout 30 python3 " + dir + "/cli.py " + server_addr + " " + p);
+    pair.server.exec_ok("sh -c 'timeout 300 python3 " + dir + "/srv.py " + p + " >/dev/null 2>&1 &'");
+    REQUIRE(testing::wait_until([&] { return pair.server.listens("tcp", port); }));
+    pair.client.exec_ok("timeout 300 python3 " + dir + "/cli.py " + server_addr + " " + p);
     testing::sh("rm -rf " + dir);
 }
 

@@ -12,6 +12,7 @@
 #include "capture.hpp"
 #include "flowshaper/kernel/mangle_backend.hpp"
 #include "netns.hpp"
+#include "wait.hpp"
 
 using namespace flowshaper::testing;
 using flowshaper::kernel::CappedClient;
@@ -54,7 +55,7 @@ void serve(const Netns& server, Family f, int port, int n) {
                    ")); s.listen(4); [(c.sendall(b\\\"y\\\"*3000), c.close()) for c in "
                    "(s.accept()[0] for _ in range(" +
                    std::to_string(n) + "))]\" >/dev/null 2>&1 &'");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(wait_until([&] { return server.listens("tcp", port); }));
 }
 
 // One download from the server's `port`, opened from the client's address `from`.

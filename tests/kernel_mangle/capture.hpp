@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "netns.hpp"
+#include "wait.hpp"
 
 namespace flowshaper::testing {
 
@@ -24,18 +25,19 @@ struct Packet {
     std::string flags;  // TCP flags as tcpdump prints them ("S.", "P.", ...); empty for UDP
 };
 
-// tcpdump -n -v in the client namespace, for `count` UDP packets (bounded by a timeout).
+// tcpdump -n -v in the client namespace, for `count` UDP packets (bounded by a timeout: a hang
+// guard, the packets come within milliseconds).
 class Capture {
 public:
     Capture(const Netns& ns, int count, const std::string& filter = "udp")
         : err_path_("/tmp/fst-tcpdump-" + std::to_string(getpid()) + "-" +
                     std::to_string(reinterpret_cast<uintptr_t>(this)) + ".err") {
         std::remove(err_path_.c_str());
-        const std::string cmd = "sh -c 'timeout 15 tcpdump -n -v -l -c " + std::to_string(count) + " -i " +
+        const std::string cmd = "sh -c 'timeout 120 tcpdump -n -v -l -c " + std::to_string(count) + " -i " +
                                 VethPair::kClientDev + " " + filter + " 2>" + err_path_ + "'";
         thread_ = std::thread([this, &ns, cmd] { ns.exec(cmd, &out_); });
-        for (int i = 0; i < 100 && !listening(); ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        // (When it never listens, packets() finds nothing and raw() is empty: the test fails there.)
+        wait_until([this] { return listening(); }, kWaitMs, 50);
     }
     ~Capture() {
         if (thread_.joinable()) thread_.join();

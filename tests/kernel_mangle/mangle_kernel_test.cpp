@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "flowshaper/kernel/mangle_nft_port.hpp"
 #include "netns.hpp"
+#include "wait.hpp"
 
 using namespace flowshaper::testing;
 using flowshaper::kernel::make_iptc_mangle_port;
@@ -361,13 +363,18 @@ TEST_CASE("ensure waits for the xtables lock and gives up with a clear error whe
     CHECK_THAT(st.error().text(), Catch::Contains("xtables lock") && Catch::Contains("300 ms"));
     CHECK(save(ns, Family::V4) == kBuiltinChains + "COMMIT\n");  // nothing written without the lock
 
+    // A port that waits long enough for any machine; the lock is held for 150 ms more (a
+    // duration: how long ensure must wait), released from another thread.
+    options.lock_timeout = std::chrono::milliseconds(kWaitMs);
+    auto patient = make_iptc_mangle_port(options);
+    const auto start = std::chrono::steady_clock::now();
     std::thread releaser([&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(150));
         flock(fd, LOCK_UN);
     });
-    const auto start = std::chrono::steady_clock::now();
-    REQUIRE(port->ensure(Family::V4, example_spec()));
-    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(100));
+    REQUIRE(patient->ensure(Family::V4, example_spec()));
+    // Not before the release (a lower bound: a slow machine only makes it longer).
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(150));
     releaser.join();
     close(fd);
     unlink(path);
@@ -384,15 +391,20 @@ TEST_CASE("the XTABLES_LOCKFILE that iptables-legacy honours is the lock the por
     options.lock_timeout = std::chrono::milliseconds(200);
     auto port = make_iptc_mangle_port(options);
     // While iptables-legacy holds the lock (it waits for it with -w, so hold it with flock(1)),
-    // the port cannot commit.
-    std::string holder = "flock " + std::string(path) + " sleep 1";
+    // the port cannot commit. flock(1) holds it until the file `held` is gone (checked every 50 ms,
+    // a polling step); that it holds it, `flock -n` says.
+    const std::string held = std::string(path) + ".held";
+    std::ofstream(held) << "";
+    std::string holder =
+        "flock " + std::string(path) + " sh -c 'while [ -e " + held + " ]; do sleep 0.05; done'";
     std::thread hold([&] { sh(holder); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(wait_until([&] { return sh("flock -n " + std::string(path) + " true") != 0; }));
     flowshaper::Status st;
     {
         EnterNetns in(ns);
         st = port->ensure(Family::V4, example_spec());
     }
+    std::remove(held.c_str());
     hold.join();
     unsetenv("XTABLES_LOCKFILE");
     close(fd);

@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "wait.hpp"
+
 namespace flowshaper::testing {
 
 using tc::Change;
@@ -131,6 +133,10 @@ std::map<std::string, std::map<std::string, std::string>> tc_classes(const Netns
         if (w == "class") {
             std::string kind;
             words >> kind >> current;
+            if (kind != "htb") {  // an fq_codel or sfq leaf's flows
+                current.clear();
+                continue;
+            }
             auto& entry = out[current];
             std::string key;
             while (words >> key) {
@@ -214,10 +220,19 @@ int send_udp(const std::string& address, int count, int dscp) {
     int sent = 0;
     for (int i = 0; i < count; ++i) {
         if (::sendto(fd, payload, sizeof payload, 0, reinterpret_cast<sockaddr*>(&dst), len) > 0) ++sent;
-        usleep(2000);  // bounded: count * 2 ms
+        usleep(2000);  // pacing, a duration (count * 2 ms): no burst for a class to hold back
     }
     ::close(fd);
-    usleep(50000);  // let the last packets leave the qdisc
+    // The last ones have left the qdiscs (their classes counted them at dequeue) once no qdisc of
+    // this thread's namespace holds a packet. (tc runs in it: a child takes the caller's thread's.)
+    const bool drained = wait_until([] {
+        std::string out;
+        if (sh("tc -s -j qdisc show", &out) != 0) return false;
+        for (const auto& q : nlohmann::json::parse(out))
+            if (q.value("qlen", 0) != 0 || q.value("backlog", 0) != 0) return false;
+        return true;
+    });
+    if (!drained) throw std::runtime_error("send_udp: the qdiscs still hold packets after the deadline");
     return sent;
 }
 

@@ -2,7 +2,8 @@
 
 #include <signal.h>
 
-#include <thread>
+#include <fstream>
+#include <iterator>
 
 namespace flowshaper::testing {
 
@@ -16,15 +17,20 @@ Background::~Background() {
     stop();
 }
 
+bool process_runs(int pid) {
+    if (pid <= 0 || kill(pid, 0) != 0) return false;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto paren = stat.rfind(')');  // "pid (comm) S ...": the state after the name
+    return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
 bool Background::running() const {
-    return pid_ > 0 && kill(pid_, 0) == 0;
+    return process_runs(pid_);
 }
 
 bool Background::wait(std::chrono::milliseconds timeout) const {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (running() && std::chrono::steady_clock::now() < end)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    return !running();
+    return wait_until([this] { return !running(); }, static_cast<int>(timeout.count()), 50);
 }
 
 void Background::pause() const {
@@ -35,7 +41,7 @@ void Background::stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
     kill(pid_, SIGCONT);  // a paused one ends too
-    wait(std::chrono::seconds(5));
+    wait(std::chrono::milliseconds(kWaitMs));
     pid_ = -1;
 }
 

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "netns.hpp"
+#include "wait.hpp"
 
 namespace flowshaper::testing {
 
@@ -34,6 +35,17 @@ std::vector<CtEnd> destroy_events(const std::string& file, int dport) {
         if (line.find("DESTROY") != std::string::npos && line.find(port) != std::string::npos)
             out.push_back(parse_ct_line(line));
     return out;
+}
+
+bool conntrack_events_heard(const Netns& ns, const std::string& file) {
+    const std::string tuple = "-p udp -s 192.0.2.1 -d 192.0.2.2";
+    return wait_until(
+        [&] {
+            ns.exec("conntrack -I " + tuple + " --sport 7 --dport 7 -t 30");
+            ns.exec("conntrack -D " + tuple);
+            return sh("grep -q 'DESTROY.*src=192.0.2.1 dst=192.0.2.2' " + file) == 0;
+        },
+        kWaitMs, 100);
 }
 
 }  // namespace flowshaper::testing

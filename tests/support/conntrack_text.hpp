@@ -8,6 +8,8 @@
 
 namespace flowshaper::testing {
 
+class Netns;
+
 // A connection as a line of `conntrack -o extended` shows it; for a DESTROY event, its end.
 struct CtEnd {
     std::string src, dst, reply_dst;  // the original tuple's addresses, the reply tuple's destination
@@ -22,5 +24,10 @@ CtEnd parse_ct_line(const std::string& line);
 // The DESTROY events of connections to port `dport` in `file`, which
 // `conntrack -E -e DESTROY -o extended` wrote.
 std::vector<CtEnd> destroy_events(const std::string& file, int dport);
+
+// Waits until the `conntrack -E -e DESTROY` that writes `file` in `ns` listens: creates and
+// deletes an entry (UDP 192.0.2.1 -> 192.0.2.2, port 7) until its DESTROY shows in the file;
+// every later event is heard. False after the deadline (kWaitMs).
+bool conntrack_events_heard(const Netns& ns, const std::string& file);
 
 }  // namespace flowshaper::testing

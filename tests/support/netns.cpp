@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace flowshaper::testing {
@@ -74,6 +75,41 @@ int Netns::exec(const std::string& command, std::string* out) const {
 
 std::string Netns::exec_ok(const std::string& command) const {
     return sh_ok("ip netns exec " + name_ + " " + command);
+}
+
+namespace {
+
+// ss's lines for the `proto` sockets bound to `port`, without the header.
+std::string bound_sockets(const Netns& ns, const std::string& proto, int port) {
+    std::string out;
+    const std::string flags = proto == "udp" ? "-Hlun" : "-Hltn";
+    if (ns.exec("ss " + flags + " 'sport = :" + std::to_string(port) + "'", &out) != 0) return "";
+    return out;
+}
+
+}  // namespace
+
+bool Netns::listens(const std::string& proto, int port) const {
+    return bound_sockets(*this, proto, port).find(':' + std::to_string(port)) != std::string::npos;
+}
+
+long Netns::receive_queue(const std::string& proto, int port) const {
+    std::istringstream in(bound_sockets(*this, proto, port));
+    std::string state;
+    long queued = -1;
+    return in >> state >> queued ? queued : -1;
+}
+
+bool Netns::runs(const std::string& comm) const {
+    std::string pids;
+    if (sh("ip netns pids " + name_, &pids) != 0) return false;
+    std::istringstream in(pids);
+    for (std::string pid; in >> pid;) {
+        std::ifstream file("/proc/" + pid + "/comm");
+        std::string name;
+        if (std::getline(file, name) && name == comm) return true;
+    }
+    return false;
 }
 
 EnterNetns::EnterNetns(const Netns& ns) {

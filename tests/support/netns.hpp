@@ -32,6 +32,15 @@ public:
     // "ip netns exec <name> <command>" through sh().
     int exec(const std::string& command, std::string* out = nullptr) const;
     std::string exec_ok(const std::string& command) const;
+    // Whether a `proto` ("tcp" or "udp") socket listens on (is bound to) `port` here, as ss says:
+    // what to wait for after starting a server, before its first client.
+    bool listens(const std::string& proto, int port) const;
+    // The bytes waiting in the receive queue of the `proto` socket bound to `port` (ss's Recv-Q),
+    // or -1 when there is none.
+    long receive_queue(const std::string& proto, int port) const;
+    // Whether a process named `comm` (its /proc/<pid>/comm) runs in this namespace: what to wait
+    // for before a test ends while traffic it started may still run.
+    bool runs(const std::string& comm) const;
 
 private:
     std::string name_;

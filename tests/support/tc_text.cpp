@@ -20,7 +20,9 @@ std::map<std::string, TcClass> tc_class_table(const Netns& ns, const std::string
     std::map<std::string, TcClass> out;
     TcClass* current = nullptr;
     for (std::string line; std::getline(in, line);) {
-        if (line.rfind("class ", 0) == 0) {
+        if (line.rfind("class ", 0) == 0 && line.rfind("class htb ", 0) != 0) {
+            current = nullptr;  // a leaf's own classes (fq_codel and sfq list their active flows)
+        } else if (line.rfind("class htb ", 0) == 0) {
             std::istringstream words(line);
             std::string cls, kind, handle;
             words >> cls >> kind >> handle;

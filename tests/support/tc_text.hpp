@@ -19,7 +19,8 @@ struct TcClass {
     uint64_t drops = 0;
 };
 
-// `tc -s class show dev DEV`, by class handle ("f5:100").
+// `tc -s class show dev DEV`, by class handle ("f5:100"): the HTB classes only (fq_codel and sfq
+// leaves list each active flow as a class of their own).
 std::map<std::string, TcClass> tc_class_table(const Netns& ns, const std::string& dev);
 
 // The flowid of the u32 node whose text in `tc filter show` contains `needle`

@@ -121,8 +121,10 @@ private:
     void use(policy::Policy policy, Layout layout);
     // Applies the tree to the policy's devices that exist; `together`: in one all-or-nothing apply.
     Status reconcile_tc(bool together);
+    // `tried` (optional): the families whose ensure() was called, the failed one included.
     Status ensure_mangle(const policy::Policy& policy, const plan::MarkLayout& marks,
-                         const std::optional<kernel::MangleSpec::Candidate>& prefilter);
+                         const std::optional<kernel::MangleSpec::Candidate>& prefilter,
+                         std::vector<net::Family>* tried = nullptr);
     void adopt(uint64_t now_ms);
     // The kernel sets of capped clients (nft sets or ipsets): every placed client in, the rest out.
     void sync_capped();

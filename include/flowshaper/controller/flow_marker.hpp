@@ -3,6 +3,8 @@
 // first, then marks; marks cleared first, then the class.
 #pragma once
 
+#include <map>
+
 #include <spdlog/logger.h>
 
 #include <optional>
@@ -40,6 +42,11 @@ public:
     // one dump. `incomplete`: the clients some of whose connections could not be read or cleared.
     size_t clear(const MarkContext& ctx, const std::set<HeavyKey>* only, uint32_t bits,
                  std::set<HeavyKey>* incomplete = nullptr);
+
+    // fw: the clients whose connections carry a per-client mark of their rule (`client_mask`
+    // bits set), with that mark (restore bits only), in one dump. Connections of one client that
+    // disagree keep the first mark seen.
+    std::map<HeavyKey, uint32_t> marked_clients(const MarkContext& ctx);
 
 private:
     kernel::ConntrackPort& conntrack_;

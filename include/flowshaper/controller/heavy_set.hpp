@@ -53,8 +53,9 @@ public:
     // Takes a number from the pool (fw) or uses the rule's mark (u32) and adds the client, not yet
     // placed. nullopt: every fw number is in use (the client is not added).
     std::optional<uint32_t> add(const HeavyKey& key, HeavyWhy why);
-    // A client found in the kernel after a restart: placed, with the rule's mark (u32 only).
-    void adopt(const HeavyKey& key, HeavyWhy why);
+    // A client found in the kernel after a restart: placed, with the rule's mark (u32) or the
+    // per-client mark its connections and its fw filter carry (fw; its number leaves the pool).
+    void adopt(const HeavyKey& key, HeavyWhy why, std::optional<uint32_t> fw_mark = std::nullopt);
     // Drops a client whose connections never carried its mark (its class could not be made).
     void drop(const HeavyKey& key);
     // Drops a released client whose marks are all cleared: its fw number returns to the pool.

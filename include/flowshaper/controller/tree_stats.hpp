@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ public:
     void forget(const std::string& device);
 
     std::vector<ClassSnapshot> classes(const std::string& device) const;
+    // The class the last plan gave `client` of rule `rule` on `device` ("f5:104"), or "".
+    std::string heavy_class(const std::string& device, const std::string& rule, const net::Address& client) const;
     // Adds the per-rule and per-cap sums to `counters`.
     void fill(Counters& counters) const;
 
@@ -32,6 +35,7 @@ private:
         std::string name;
         ClassSnapshot::Kind kind = ClassSnapshot::Kind::Policy;
         std::string owner;
+        std::optional<net::Address> client;  // Heavy
     };
     struct Seen {
         ClassSnapshot snap;

@@ -9,6 +9,7 @@
 #include "flowshaper/kernel/mangle_iptc_port.hpp"
 #include "flowshaper/kernel/mangle_nft_port.hpp"
 #include "flowshaper/kernel/mangle_port.hpp"
+#include "flowshaper/kernel/modules.hpp"
 #include "flowshaper/policy/policy.hpp"
 
 namespace flowshaper::kernel {
@@ -44,5 +45,10 @@ std::unique_ptr<ManglePort> with_cleanup_of(std::unique_ptr<ManglePort> chosen,
                                             std::unique_ptr<ManglePort> other);
 
 std::string backend_name(MangleBackend backend);
+
+// The kernel modules a backend's objects for one family need, for load_modules() before the
+// first write: legacy iptables needs ip_tables/ip6_tables (nothing loads them but their user);
+// the rest the kernel would load by itself, and loading them here says early what is missing.
+std::vector<ModuleNeed> backend_modules(MangleBackend backend, net::Family family);
 
 }  // namespace flowshaper::kernel

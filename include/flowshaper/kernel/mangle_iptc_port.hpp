@@ -39,6 +39,8 @@ struct IptcOptions {
     int max_attempts = 5;                          // commits tried when the kernel says EAGAIN
     // Where conntrack accounting is switched on (opened while in the target namespace).
     std::string conntrack_acct_path = "/proc/sys/net/netfilter/nf_conntrack_acct";
+    // Load the modules its objects need (backend_modules) through libkmod before the first write.
+    bool load_modules = true;
 };
 
 // The real port. Works in the network namespace of the calling thread at the time of each call.

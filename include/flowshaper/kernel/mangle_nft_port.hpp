@@ -36,6 +36,8 @@ struct NftOptions {
     std::string conntrack_acct_path = "/proc/sys/net/netfilter/nf_conntrack_acct";
     // Listen to NFNLGRP_NFTABLES for change_fd() (opened in the namespace current at creation).
     bool events = true;
+    // Load the modules its objects need (backend_modules) through libkmod before the first write.
+    bool load_modules = true;
 };
 
 // The real nftables port. Works in the network namespace of the calling thread at the time of

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,17 @@ struct Resolved {
 
 Result<Resolved> resolve(const policy::Settings& settings, const tc::Features& features);
 
+// Whom a client class serves, as typed data (the class label is only for people to read).
+struct ClassOwner {
+    enum class Kind { Cap, Heavy } kind = Kind::Cap;
+    std::string name;                     // the [[cap]] or [[detect]] rule
+    std::optional<net::Address> client;   // Heavy: the capped client
+    bool operator==(const ClassOwner&) const = default;
+};
+
 struct DevicePlan {
     tc::DeviceState desired;
+    std::map<tc::Handle, ClassOwner> owners;  // every client class of `desired`
     uint64_t link_rate_bits_per_s = 0;
     size_t client_classes = 0;
     size_t wide_prefixes = 0;  // prefixes that cannot be hashed and sit in the short linear list
