@@ -94,7 +94,10 @@ std::string heavy_class_of(const Netns& ns, const std::string& dev, const std::s
     std::vector<uint32_t> marks;
     for (const auto& line : conntrack_lines(ns, {client, "mark="})) {
         auto at = line.find(" mark=");
-        if (at != std::string::npos) marks.push_back(static_cast<uint32_t>(std::stoul(line.substr(at + 6))));
+        // The fwmark the restore rule writes: the ctmark without the prefilter's candidate flag
+        // (the highest bit of the tests' mark_mask 0x00ff0000), which fw filters never match.
+        if (at != std::string::npos)
+            marks.push_back(static_cast<uint32_t>(std::stoul(line.substr(at + 6))) & ~0x00800000u);
     }
     const std::string filters = ns.exec_ok("tc filter show dev " + dev + " parent f5:");
     std::istringstream in(filters);

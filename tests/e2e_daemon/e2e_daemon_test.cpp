@@ -88,7 +88,9 @@ void classic_case(const std::string& client, const std::string& light_client,
     Background capture(net.client, "tcpdump -i veth-c -s 96 -w " + pcap + " 'tcp port 5301'", pcap + ".log");
     REQUIRE(wait_until([&] { return sh("grep -q 'listening on' " + pcap + ".log") == 0; }));
     upload(net, light_client, "-n 2M", false);  // below the threshold: never marked
-    upload(net, client, "-t 10", true);
+    // Bounded by bytes, not seconds: 20 MB to the threshold, then 40 MB at the 20 Mbit/s cap
+    // (16 s), however long a slow machine takes to decide and place the class.
+    upload(net, client, "-n 60M", true);
     REQUIRE(daemon.wait_for_log("mark client=" + client));
     // The mark reaches the heavy connection's conntrack entry, and the client gets its class.
     CHECK(wait_until([&] {
