@@ -25,7 +25,8 @@ void Daemon::adopt(uint64_t now_ms) {
         auto dev = ports_.tc.read(iface.device);
         if (!dev || dev->root_info.owner != tc::RootInfo::Owner::Ours) continue;
         if (!fw_) {
-            for (const auto& h : plan::heavy_clients_in(policy_, dev->state)) take({h.rule_index, h.client}, {});
+            for (const auto& h : plan::heavy_clients_in(policy_, dev->state))
+                take({h.rule_index, h.client}, {});
             continue;
         }
         for (const auto& f : dev->state.fw) fw_marks[iface.device].insert(f.handle);
@@ -34,8 +35,7 @@ void Daemon::adopt(uint64_t now_ms) {
     std::set<HeavyKey> stale;  // marked, but no fw filter of ours leads anywhere with that mark
     for (const auto& [key, mark] : marker_.marked_clients(mark_context())) {
         const auto& marks = fw_marks[policy_.detects[key.rule].device];
-        if (marks.count(mark))
-            take(key, mark);
+        if (marks.count(mark)) take(key, mark);
         if (!heavy_.contains(key)) stale.insert(key);
     }
     if (!stale.empty())

@@ -108,7 +108,8 @@ std::string TreeStats::heavy_class(const std::string& device, const std::string&
                                    const net::Address& client) const {
     if (auto it = labels_.find(device); it != labels_.end())
         for (const auto& [id, l] : it->second)
-            if (l.kind == ClassSnapshot::Kind::Heavy && l.owner == rule && l.client == client) return handle_text(id);
+            if (l.kind == ClassSnapshot::Kind::Heavy && l.owner == rule && l.client == client)
+                return handle_text(id);
     return "";
 }
 

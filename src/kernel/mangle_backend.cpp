@@ -17,8 +17,8 @@ std::vector<ModuleNeed> backend_modules(MangleBackend backend, net::Family famil
     std::vector<ModuleNeed> out{{v4 ? "ip_tables" : "ip6_tables", false},
                                 {v4 ? "iptable_mangle" : "ip6table_mangle", true}};
     // The matches and targets of the chain (mangle_xt_rules.cpp) and the capped-client sets.
-    for (const char* m : {"xt_connmark", "xt_DSCP", "xt_connbytes", "xt_multiport", "xt_comment", "xt_set",
-                          "ip_set_hash_ip"})
+    for (const char* m :
+         {"xt_connmark", "xt_DSCP", "xt_connbytes", "xt_multiport", "xt_comment", "xt_set", "ip_set_hash_ip"})
         out.push_back({m, true});
     return out;
 }

@@ -552,7 +552,8 @@ void use_fw(Rig& rig) {
 }
 }  // namespace
 
-TEST_CASE("fw: a restarted daemon adopts a heavy client by the mark its connections and its fw filter share") {
+TEST_CASE(
+    "fw: a restarted daemon adopts a heavy client by the mark its connections and its fw filter share") {
     Rig rig;
     use_fw(rig);
     rig.start();
@@ -675,8 +676,8 @@ TEST_CASE("two heavy clients whose addresses share an ending each get their own 
     for (const auto& [client, id] : classid) {
         INFO(client << " -> " << id);
         const auto addr = *net::Address::parse(client);
-        const uint32_t value = static_cast<uint32_t>(addr.bytes[0]) << 24 | addr.bytes[1] << 16 | addr.bytes[2] << 8 |
-                               addr.bytes[3];
+        const uint32_t value = static_cast<uint32_t>(addr.bytes[0]) << 24 | addr.bytes[1] << 16 |
+                               addr.bytes[2] << 8 | addr.bytes[3];
         bool found = false;
         for (const auto& f : rig.tc.state("eth0")->u32)
             if (f.classid != 0 && tc::format_handle(f.classid) == id)

@@ -107,7 +107,8 @@ TEST_CASE("under load a capped client's queueing delay stays low with the leaf q
     // Loaded: the class has sent a few seconds' worth at its cap (not a fixed sleep: a slow
     // machine takes longer to get there).
     const uint64_t b0 = class_bytes(net.server, classid);
-    REQUIRE(wait_until([&] { return class_bytes(net.server, classid) > b0 + 4 * kCapBits / 8; }, 120'000, 100));
+    REQUIRE(
+        wait_until([&] { return class_bytes(net.server, classid) > b0 + 4 * kCapBits / 8; }, 120'000, 100));
 
     const auto t0 = std::chrono::steady_clock::now();
     const uint64_t c0 = class_bytes(net.server, classid);
@@ -137,7 +138,9 @@ TEST_CASE("under load a capped client's queueing delay stays low with the leaf q
         CHECK(ping_delay < 20);  // a sparse flow goes first
         CHECK(tcp_delay < 20);   // CoDel keeps the bulk flows' own queue short
     } else if (expected == "sfq") {
-        CHECK(ping_delay < 20);  // round robin: one quantum per flow ahead of it
+        // No AQM: the bulk flows fill its 127 packets; round robin serves the sparse flow ahead of
+        // them (measured under qemu TCG: ping +27 ms beside bulk TCP +262 ms).
+        CHECK(ping_delay < tcp_delay / 4);
     } else {
         // bfifo: no per-flow queues, no AQM: the delay is what the queue holds, at most its limit.
         uint64_t limit = 0;

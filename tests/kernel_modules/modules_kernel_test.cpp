@@ -25,7 +25,8 @@ namespace {
 // modinfo (kmod's tool) finds a module file for `module`: it is loadable, not built in.
 bool is_module_file(const std::string& module) {
     std::string out;
-    return sh("modinfo -F filename " + module + " 2>/dev/null", &out) == 0 && out.find(".ko") != std::string::npos;
+    return sh("modinfo -F filename " + module + " 2>/dev/null", &out) == 0 &&
+           out.find(".ko") != std::string::npos;
 }
 
 bool lsmod_lists(const std::string& module) {
@@ -37,7 +38,8 @@ bool lsmod_lists(const std::string& module) {
 void unload_legacy_iptables() {
     const bool gone = wait_until(
         [] {
-            sh("for m in $(lsmod | awk '$1 ~ /^ip6?table_/ {print $1}'); do modprobe -r $m; done 2>/dev/null; "
+            sh("for m in $(lsmod | awk '$1 ~ /^ip6?table_/ {print $1}'); do modprobe -r $m; done "
+               "2>/dev/null; "
                "modprobe -r ip_tables ip6_tables 2>/dev/null");
             return !lsmod_lists("ip_tables") && !lsmod_lists("ip6_tables");
         },
@@ -98,7 +100,8 @@ TEST_CASE("the iptables backend loads ip_tables, its mangle tables and matches b
         }
     }
     if (modular)
-        for (const char* m : {"ip_tables", "ip6_tables", "iptable_mangle", "ip6table_mangle", "xt_connmark", "xt_DSCP"}) {
+        for (const char* m :
+             {"ip_tables", "ip6_tables", "iptable_mangle", "ip6table_mangle", "xt_connmark", "xt_DSCP"}) {
             INFO(m);
             CHECK(lsmod_lists(m));
         }
@@ -116,7 +119,8 @@ TEST_CASE("without CAP_SYS_MODULE a start on iptables names the module it cannot
     VethPair net("km");
     const std::string socket = "/tmp/fst-modules-" + std::to_string(getpid()) + ".sock";
     const std::string policy = temp_policy(iptables_policy(socket));
-    const std::string run = "setpriv --bounding-set -sys_module " + std::string(FLOWSHAPER_BIN) + " run " + policy;
+    const std::string run =
+        "setpriv --bounding-set -sys_module " + std::string(FLOWSHAPER_BIN) + " run " + policy;
     if (!modular) {
         // Built in: nothing to load, so the missing capability changes nothing.
         const std::string log = policy + ".log";

@@ -47,7 +47,8 @@ TEST_CASE("without module indices every module is unknown, which is no error (a 
     }
 }
 
-TEST_CASE("each backend asks for the modules of its own objects, and only legacy iptables' core is required") {
+TEST_CASE(
+    "each backend asks for the modules of its own objects, and only legacy iptables' core is required") {
     using flowshaper::net::Family;
     auto v4 = backend_modules(MangleBackend::Iptables, Family::V4);
     auto v6 = backend_modules(MangleBackend::Iptables, Family::V6);

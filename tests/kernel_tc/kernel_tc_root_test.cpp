@@ -158,7 +158,8 @@ TEST_CASE("features() falls back to modules.builtin and module files, else says 
     REQUIRE(system(("rm -rf " + dir).c_str()) == 0);
 }
 
-TEST_CASE("a fw filter is built where the kernel has cls_fw, else fails with the clear message", "[kernel][tc]") {
+TEST_CASE("a fw filter is built where the kernel has cls_fw, else fails with the clear message",
+          "[kernel][tc]") {
     PortFixture fx;
     fx.apply_all(build_changes(reference_state()));
     tc::FwFilter fw{5, tc::kEthPAll, 0x00010000, 0x00ff0000, kHostV4, "cap"};
@@ -186,7 +187,8 @@ TEST_CASE("a fw filter is built where the kernel has cls_fw, else fails with the
     CHECK(fx.port->read(fx.dev)->state.fw.empty());
 }
 
-TEST_CASE("an fq_codel leaf is built where the kernel has it, else fails with a clear message", "[kernel][tc]") {
+TEST_CASE("an fq_codel leaf is built where the kernel has it, else fails with a clear message",
+          "[kernel][tc]") {
     PortFixture fx;
     fx.apply_all(build_changes(reference_state()));
     tc::LeafQdisc leaf{kHostV6, tc::make_handle(0x101, 0), "fq_codel", 0};

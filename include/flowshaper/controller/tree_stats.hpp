@@ -26,7 +26,8 @@ public:
 
     std::vector<ClassSnapshot> classes(const std::string& device) const;
     // The class the last plan gave `client` of rule `rule` on `device` ("f5:104"), or "".
-    std::string heavy_class(const std::string& device, const std::string& rule, const net::Address& client) const;
+    std::string heavy_class(const std::string& device, const std::string& rule,
+                            const net::Address& client) const;
     // Adds the per-rule and per-cap sums to `counters`.
     void fill(Counters& counters) const;
 

@@ -41,8 +41,9 @@ struct NftOptions {
 };
 
 // The real nftables port. Works in the network namespace of the calling thread at the time of
-// each call (the event socket: at creation); it keeps one libnftables context per namespace. Errors when libnftables cannot be initialised.
-// Its remove_all() removes only nftables' objects; mangle_backend.hpp's ports remove both.
+// each call (the event socket: at creation); it keeps one libnftables context per namespace. Errors when
+// libnftables cannot be initialised. Its remove_all() removes only nftables' objects; mangle_backend.hpp's
+// ports remove both.
 Result<std::unique_ptr<ManglePort>> make_nft_mangle_port(NftOptions options = {});
 
 // The table for the given per-family specs (either may be absent), as `nft -f` takes it, with

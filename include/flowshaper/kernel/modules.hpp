@@ -33,7 +33,7 @@ struct ModuleOutcome {
 };
 
 struct ModuleOptions {
-    std::string modules_dir;                // "" = /lib/modules/$(uname -r)
+    std::string modules_dir;                 // "" = /lib/modules/$(uname -r)
     std::string sys_module = "/sys/module";  // what is loaded (or built in with parameters)
 };
 

@@ -41,8 +41,8 @@ Result<Resolved> resolve(const policy::Settings& settings, const tc::Features& f
 // Whom a client class serves, as typed data (the class label is only for people to read).
 struct ClassOwner {
     enum class Kind { Cap, Heavy } kind = Kind::Cap;
-    std::string name;                     // the [[cap]] or [[detect]] rule
-    std::optional<net::Address> client;   // Heavy: the capped client
+    std::string name;                    // the [[cap]] or [[detect]] rule
+    std::optional<net::Address> client;  // Heavy: the capped client
     bool operator==(const ClassOwner&) const = default;
 };
 
