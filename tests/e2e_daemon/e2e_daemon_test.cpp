@@ -89,9 +89,9 @@ void classic_case(const std::string& client, const std::string& light_client,
     Background capture(net.client, "tcpdump -i veth-c -s 96 -w " + pcap + " 'tcp port 5301'", pcap + ".log");
     REQUIRE(wait_until([&] { return sh("grep -q 'listening on' " + pcap + ".log") == 0; }));
     upload(net, light_client, "-n 2M", false);  // below the threshold: never marked
-    // Bounded by bytes, not seconds: 20 MB to the threshold, then 40 MB at the 20 Mbit/s cap
-    // (16 s), however long a slow machine takes to decide and place the class.
-    upload(net, client, "-n 60M", true);
+    // Long enough for a slow machine to decide and place the class while it runs; stopped once
+    // the rate is measured (below).
+    upload(net, client, "-t 120", true);
     REQUIRE(daemon.wait_for_log("mark client=" + client));
     // The mark reaches the heavy connection's conntrack entry, and the client gets its class.
     CHECK(wait_until([&] {
@@ -121,6 +121,10 @@ void classic_case(const std::string& client, const std::string& light_client,
     WARN("heavy client at layer 2: " << rate / 1e6 << " Mbit/s (limit 20)");
     CHECK(rate <= 1.10 * 20e6);
     CHECK(rate >= 1e6);
+    // Stop the upload: SIGTERM to the iperf3 client in the server namespace (ip netns pids: that
+    // namespace's processes only), then wait until both ends are gone.
+    sh("for p in $(ip netns pids " + net.server.name() +
+       "); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = iperf3 ] && kill $p; done; true");
     REQUIRE(wait_until([&] { return !net.server.runs("iperf3") && !net.client.runs("iperf3"); }));
     capture.stop();  // SIGTERM: tcpdump writes out what it captured
 
