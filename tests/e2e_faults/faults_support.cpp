@@ -1,5 +1,7 @@
 #include "faults_support.hpp"
 
+#include "status_socket.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -14,14 +16,6 @@
 namespace flowshaper::testing {
 
 namespace {
-
-sockaddr_un unix_address(const std::string& path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long: " + path);
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    return addr;
-}
 
 std::string unique_path(const std::string& prefix, const std::string& suffix) {
     char tmpl[64];

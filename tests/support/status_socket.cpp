@@ -12,8 +12,6 @@
 
 namespace flowshaper::testing {
 
-namespace {
-
 sockaddr_un unix_address(const std::string& path) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -21,6 +19,8 @@ sockaddr_un unix_address(const std::string& path) {
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     return addr;
 }
+
+namespace {
 
 // Closes a descriptor when the scope ends.
 struct FdGuard {

@@ -3,6 +3,8 @@
 // daemon's work on any machine).
 #pragma once
 
+#include <sys/un.h>
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -30,6 +32,9 @@ private:
 
 // One JSON-lines request on the daemon's status socket; throws on a connection error or when no
 // answer came within `timeout_ms` (a hang guard).
+// The sockaddr of a unix socket path (throws when the path does not fit).
+sockaddr_un unix_address(const std::string& path);
+
 nlohmann::json status_request(const std::string& socket_path, const nlohmann::json& request,
                               int timeout_ms = kWaitMs);
 
